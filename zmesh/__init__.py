@@ -1,0 +1,74 @@
+"""zmesh: Erlang/OTP-style distribution for Python over ZeroMQ.
+
+Processes that share nothing and talk by messages, locally and across nodes; links,
+monitors and supervisors; a cluster-wide name registry; a consistent-hash ring.
+"""
+
+from zmesh.errors import (
+    CallError,
+    CallTimeout,
+    ConfigError,
+    ConnectError,
+    DecodeError,
+    EmptyRing,
+    EncodeError,
+    NodeDown,
+    NoProc,
+    ProcessExited,
+    QueueFull,
+    ReceiveTimeout,
+    RemoteError,
+    ZmeshError,
+)
+from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.node import Node
+from zmesh.runtime.process import Process
+from zmesh.terms import (
+    KILL,
+    KILLED,
+    NAME_CONFLICT,
+    NOCONNECTION,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    Down,
+    Exit,
+    NameConflict,
+    Pid,
+    Ref,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KILL",
+    "KILLED",
+    "NAME_CONFLICT",
+    "NOCONNECTION",
+    "NOPROC",
+    "NORMAL",
+    "SHUTDOWN",
+    "CallError",
+    "CallTimeout",
+    "ConfigError",
+    "ConnectError",
+    "DecodeError",
+    "Down",
+    "EmptyRing",
+    "EncodeError",
+    "Exit",
+    "NameConflict",
+    "NoProc",
+    "Node",
+    "NodeConfig",
+    "NodeDown",
+    "Pid",
+    "Process",
+    "ProcessExited",
+    "QueueFull",
+    "ReceiveTimeout",
+    "Ref",
+    "RemoteError",
+    "ZmeshError",
+    "__version__",
+]

@@ -1,0 +1,191 @@
+"""The term codec: msgpack plus ext types for Pid, Ref, tuple and the signal records.
+
+`encode` raises `EncodeError` for anything it cannot represent; `decode` raises
+`DecodeError` for every malformed input (truncated, trailing bytes, bad UTF-8,
+an unknown ext code, a nesting or length over the limits), never a bare
+ValueError/TypeError/IndexError. Decoding never builds a class by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from zmesh.errors import DecodeError, EncodeError
+from zmesh.terms import Down, Exit, NameConflict, Pid, Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard limits applied while decoding (and to the size of what is encoded)."""
+
+    max_size: int = 8 * 1024 * 1024
+    # Far below the frame size: 1 MB of empty arrays decodes to ~70 MB of objects.
+    max_container_len: int = 1_000_000
+    max_str_len: int = 8 * 1024 * 1024
+    max_depth: int = 64
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+EXT_PID: Final = 1
+EXT_REF: Final = 2
+EXT_TUPLE: Final = 3
+EXT_DOWN: Final = 4
+EXT_EXIT: Final = 5
+EXT_NAME_CONFLICT: Final = 6
+
+_ID_TYPES = (Pid, Ref)
+
+
+class Codec:
+    """Encoder and decoder for one set of limits; safe to share, holds no buffers."""
+
+    __slots__ = ("_ext_depth", "_limits", "_pack_depth", "_packers")
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._ext_depth = 0
+        self._pack_depth = 0
+        # A Packer is not re-entrant, and ext payloads are packed from inside `default`:
+        # one reusable Packer per nesting level (a fresh Packer per ext cost 5x).
+        self._packers: list[msgpack.Packer] = []
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    # -- encoding -----------------------------------------------------------------
+
+    def encode(self, value: object) -> bytes:
+        """Pack `value`; raise `EncodeError` for unsupported types or an oversized result."""
+        try:
+            data = self._pack(value)
+        except EncodeError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise EncodeError(f"cannot encode {type(value).__name__}: {exc}") from None
+        finally:
+            self._pack_depth = 0
+        if len(data) > self._limits.max_size:
+            raise EncodeError(
+                f"encoded value is {len(data)} bytes, over the limit of {self._limits.max_size}"
+            )
+        return data
+
+    def _default(self, obj: object) -> msgpack.ExtType:
+        cls = type(obj)
+        if cls is tuple:
+            return msgpack.ExtType(EXT_TUPLE, self._pack(list(obj)))  # type: ignore[call-overload]
+        if cls is Pid or cls is Ref:
+            code = EXT_PID if cls is Pid else EXT_REF
+            return msgpack.ExtType(code, self._pack([obj.node, obj.id, obj.creation]))  # type: ignore[attr-defined]
+        if cls is Down:
+            return msgpack.ExtType(EXT_DOWN, self._pack([obj.ref, obj.pid, obj.reason]))  # type: ignore[attr-defined]
+        if cls is Exit:
+            return msgpack.ExtType(EXT_EXIT, self._pack([obj.pid, obj.reason]))  # type: ignore[attr-defined]
+        if cls is NameConflict:
+            return msgpack.ExtType(EXT_NAME_CONFLICT, self._pack([obj.name, obj.winner]))  # type: ignore[attr-defined]
+        if isinstance(obj, bool | int | float | str | bytes | list | dict):
+            # strict_types sends subclasses (IntEnum, str enums, ...) here: pack their base value.
+            for base in (bool, int, float, str, bytes, list, dict):
+                if isinstance(obj, base):
+                    return base(obj)  # type: ignore[no-any-return]
+        raise EncodeError(f"cannot encode a value of type {cls.__module__}.{cls.__qualname__}")
+
+    def _pack(self, value: object) -> bytes:
+        depth = self._pack_depth
+        if depth > self._limits.max_depth:
+            raise EncodeError(f"terms nested deeper than {self._limits.max_depth}")
+        packers = self._packers
+        if depth == len(packers):
+            packers.append(msgpack.Packer(default=self._default, strict_types=True))
+        self._pack_depth = depth + 1
+        try:
+            return packers[depth].pack(value)  # type: ignore[no-any-return]
+        except BaseException:
+            packers[depth].reset()
+            raise
+        finally:
+            self._pack_depth = depth
+
+    # -- decoding -----------------------------------------------------------------
+
+    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+        """Unpack one complete term from `data`; raise `DecodeError` on any bad input."""
+        if len(data) > self._limits.max_size:
+            raise DecodeError(f"{len(data)} bytes is over the limit of {self._limits.max_size}")
+        try:
+            return self._unpack(data)
+        except DecodeError:
+            raise
+        except Exception as exc:  # msgpack raises a dozen unrelated types; see module doc
+            raise DecodeError(f"malformed term: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._ext_depth = 0
+
+    def _unpack(self, data: bytes | bytearray | memoryview) -> Any:
+        lim = self._limits
+        return msgpack.unpackb(
+            data,
+            ext_hook=self._ext_hook,
+            strict_map_key=False,
+            raw=False,
+            max_str_len=lim.max_str_len,
+            max_bin_len=lim.max_size,
+            max_array_len=lim.max_container_len,
+            max_map_len=lim.max_container_len,
+            max_ext_len=lim.max_size,
+        )
+
+    def _ext_hook(self, code: int, payload: bytes) -> object:
+        self._ext_depth += 1
+        try:
+            if self._ext_depth > self._limits.max_depth:
+                raise DecodeError(f"terms nested deeper than {self._limits.max_depth}")
+            items = self._unpack(payload)
+            if type(items) is not list:
+                raise DecodeError(f"ext type {code} does not carry an array")
+            if code == EXT_TUPLE:
+                return tuple(items)
+            if code == EXT_PID or code == EXT_REF:
+                node, num, creation = items
+                if type(node) is not str or type(num) is not int or type(creation) is not int:
+                    raise DecodeError(f"malformed identifier in ext type {code}")
+                return Pid(node, num, creation) if code == EXT_PID else Ref(node, num, creation)
+            if code == EXT_DOWN:
+                ref, pid, reason = items
+                _expect(ref, Ref)
+                _expect(pid, Pid)
+                return Down(ref, pid, reason)
+            if code == EXT_EXIT:
+                pid, reason = items
+                _expect(pid, Pid)
+                return Exit(pid, reason)
+            if code == EXT_NAME_CONFLICT:
+                name, winner = items
+                _expect(winner, Pid)
+                return NameConflict(name, winner)
+            raise DecodeError(f"unknown ext type {code}")
+        finally:
+            self._ext_depth -= 1
+
+
+def _expect(value: object, cls: type) -> None:
+    if type(value) is not cls:
+        raise DecodeError(f"expected {cls.__name__}, got {type(value).__name__}")
+
+
+_default_codec = Codec()
+
+
+def encode(value: object) -> bytes:
+    """Pack `value` with the default limits (see `Codec.encode`)."""
+    return _default_codec.encode(value)
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """Unpack `data` with the default limits (see `Codec.decode`)."""
+    return _default_codec.decode(data)

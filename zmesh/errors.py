@@ -1,0 +1,68 @@
+"""One exception hierarchy: everything zmesh raises derives from `ZmeshError`."""
+
+from __future__ import annotations
+
+
+class ZmeshError(Exception):
+    """Base class of every error zmesh raises."""
+
+
+class DecodeError(ZmeshError):
+    """Bytes that are not a valid zmesh term or envelope (malformed, truncated, over a limit)."""
+
+
+class EncodeError(ZmeshError):
+    """A value that cannot be sent: an unsupported type or over a size limit."""
+
+
+class ConnectError(ZmeshError):
+    """A peer could not be joined: unreachable, wrong cookie, name clash or protocol mismatch."""
+
+
+class NoProc(ZmeshError):
+    """The target process does not exist, died during the request, or its node was lost."""
+
+
+class ReceiveTimeout(ZmeshError, TimeoutError):
+    """`Process.receive` found no matching message within its timeout."""
+
+
+class CallTimeout(ZmeshError, TimeoutError):
+    """A `call` got no reply within its timeout."""
+
+
+class ProcessExited(ZmeshError):
+    """The calling process was taken down by an exit signal; `reason` says why."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(f"process exited: {reason!r}")
+        self.reason = reason
+
+
+class CallError(ZmeshError):
+    """The server crashed while handling a call; `reason` is its exit reason."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(f"server exited during call: {reason!r}")
+        self.reason = reason
+
+
+class QueueFull(ZmeshError):
+    """The outgoing queue to a peer is full: backpressure, the message was not queued."""
+
+
+class NodeDown(ZmeshError):
+    """The node a request was addressed to is not connected."""
+
+
+class RemoteError(ZmeshError):
+    """A remote node refused a request (an unknown module, a failed spawn, ...)."""
+
+
+class EmptyRing(ZmeshError, LookupError):
+    """A key lookup on a `HashRing` that has no nodes."""
+
+
+class ConfigError(ZmeshError, ValueError):
+    """An invalid option value; the message names the value and what is accepted."""
+

@@ -1,0 +1,60 @@
+"""Node options: one typed object, defaults in one place. The CLI maps its flags onto it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from zmesh.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Every tunable of a node. Times are seconds, sizes bytes."""
+
+    #: Heartbeat interval: each peer hears from us at least this often.
+    tick: float = 0.4
+    #: A peer silent for this long is declared down (a paused or partitioned node).
+    down_after: float = 2.0
+    #: How long `connect` waits for the handshake to finish.
+    connect_timeout: float = 5.0
+    #: How long a started handshake may stay incomplete before it is dropped.
+    handshake_timeout: float = 5.0
+    #: How often seeds that are not connected are retried.
+    seed_retry: float = 0.5
+    #: Largest encoded message; larger sends raise EncodeError, larger frames are refused.
+    max_message_size: int = 8 * 1024 * 1024
+    #: Bytes queued for one peer beyond which `send` raises QueueFull (backpressure).
+    max_outbox_bytes: int = 256 * 1024 * 1024
+    #: Coalesced frames are cut at this size so one busy peer cannot starve the loop.
+    batch_bytes: int = 256 * 1024
+    #: ZeroMQ send/receive high-water marks, in frames (each frame is a batch).
+    hwm: int = 10_000
+    #: Default timeout of `call`, `spawn_remote` and `start(on=...)`.
+    call_timeout: float = 5.0
+    #: Default timeout of requests between nodes (registry, remote start).
+    request_timeout: float = 5.0
+    #: Tombstones of removed registrations are kept this long (reordering bound).
+    tombstone_ttl: float = 60.0
+    #: Loser handling when a partition heals with two owners of a name:
+    #: "kill" (exit signal "name_conflict", like :global), "notify" (unregister, send
+    #: `zmesh.NameConflict`), or "unregister" (drop the name silently).
+    resolve: str = "kill"
+    #: Raise the collector's first threshold while processes are spawned in bulk;
+    #: None leaves the interpreter's settings alone.
+    gc_threshold: int | None = 50_000
+    #: Unauthenticated peers tracked at once; more are refused until some finish.
+    max_pending_handshakes: int = 256
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "int") and (not isinstance(value, int | float) or value <= 0):
+                raise ConfigError(f"NodeConfig.{f.name} must be a positive number, got {value!r}")
+        if self.down_after <= self.tick:
+            raise ConfigError(
+                f"NodeConfig.down_after ({self.down_after}) must exceed tick ({self.tick})"
+            )
+        if self.resolve not in ("kill", "notify", "unregister"):
+            raise ConfigError(
+                f"NodeConfig.resolve must be 'kill', 'notify' or 'unregister', got {self.resolve!r}"
+            )

@@ -1,0 +1,443 @@
+"""The node: owns the process table and the local semantics of links, monitors and exits.
+
+Everything that crosses to another node goes through `self._dist` (see `dist.py`);
+a node started with `listen=None` is local-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from zmesh.errors import ConfigError, NoProc, ZmeshError
+from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.process import Process
+from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref, crash_reason
+
+if TYPE_CHECKING:
+    from zmesh.runtime.dist import Distribution
+
+log = logging.getLogger("zmesh.node")
+
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+class Node:
+    """A zmesh node: an async context manager that hosts processes and joins a cluster.
+
+    `listen` is the ZeroMQ endpoint to bind (port 0 picks a free port; None makes a
+    local-only node). `cookie` is the cluster's shared secret; `seeds` are addresses
+    to join (retried until they answer); `load` names the modules whose functions
+    and classes peers may start here by "module:qualname".
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        listen: str | None = "tcp://127.0.0.1:0",
+        cookie: str | bytes | None = None,
+        seeds: Sequence[str] = (),
+        load: Sequence[str] = (),
+        config: NodeConfig | None = None,
+    ) -> None:
+        self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
+        _check_node_name(self.name)
+        # The incarnation: a restarted node gets a larger one, so its old pids are stale.
+        self.creation = time.time_ns() // 1_000_000  # milliseconds since the epoch
+        self.config = config or NodeConfig()
+        self._listen = listen
+        self._cookie = cookie.encode() if isinstance(cookie, str) else cookie
+        self._seeds = list(seeds)
+        self._load = list(load)
+        self._procs: dict[int, Process] = {}
+        self._ids = itertools.count(1)
+        self._refs = itertools.count(1)
+        # Pid 0 is the node itself: the sender of exit signals not sent by a process.
+        self.system_pid = Pid(self.name, 0, self.creation)
+        self._exit_hooks: list[Callable[[Pid, object], None]] = []
+        self._dist: Distribution | None = None
+        self._started = False
+        self._stopping = False
+        self._gc_owner = False
+        self._services: list[Any] = []  # subsystems with `async stop()`, stopped in reverse
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r} {self.address or 'local'} {len(self._procs)} processes>"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind, import the loadable modules and join the seeds (in the background)."""
+        if self._started:
+            raise ConfigError(f"node {self.name!r} is already started")
+        self._started = True
+        self._tune_gc()
+        if self._listen is not None:
+            from zmesh.runtime.dist import Distribution
+
+            self._dist = Distribution(self, self._listen, self._cookie, self._load)
+            await self._dist.start(self._seeds)
+        elif self._seeds:
+            raise ConfigError("seeds given to a node without `listen`: nothing to join with")
+
+    async def stop(self) -> None:
+        """Tell peers we leave, end every process, close every socket; idempotent."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        for service in reversed(self._services):
+            with contextlib.suppress(Exception):
+                await service.stop()
+        if self._dist is not None:
+            await self._dist.leave()
+        tasks = []
+        for proc in list(self._procs.values()):
+            self._terminate(proc, "shutdown")
+            if proc._task is not None:
+                tasks.append(proc._task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if self._dist is not None:
+            await self._dist.close()
+        self._restore_gc()
+
+    def _tune_gc(self) -> None:
+        global _gc_users, _gc_saved
+        threshold = self.config.gc_threshold
+        if threshold is None:
+            return
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            if _gc_saved[0] < threshold:
+                # Millions of young task objects would trigger a collection every 700 allocations.
+                gc.set_threshold(threshold, _gc_saved[1], _gc_saved[2])
+        _gc_users += 1
+        self._gc_owner = True
+
+    def _restore_gc(self) -> None:
+        global _gc_users
+        if not self._gc_owner:
+            return
+        self._gc_owner = False
+        _gc_users -= 1
+        if _gc_users == 0 and _gc_saved is not None:
+            gc.set_threshold(*_gc_saved)
+
+    # -- identity -------------------------------------------------------------------
+
+    @property
+    def address(self) -> str | None:
+        """The bound endpoint (e.g. "tcp://127.0.0.1:53211"), or None for a local-only node."""
+        return self._dist.address if self._dist is not None else None
+
+    def make_ref(self) -> Ref:
+        """A reference unique across this node's incarnation."""
+        return Ref(self.name, next(self._refs), self.creation)
+
+    # -- processes ------------------------------------------------------------------
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Pid:
+        """Start `fn(proc, *args)` as a new process; return its pid at once.
+
+        `fn` is an async function; its first argument is the `Process`. It exits
+        "normal" when `fn` returns, and with a crash reason naming the exception when
+        `fn` raises.
+        """
+        proc = self._new_process()
+        coro = fn(proc, *args)
+        if not asyncio.iscoroutine(coro):
+            del self._procs[proc.pid.id]
+            raise ConfigError(f"spawn needs an async function, got {fn!r}")
+        task = asyncio.get_running_loop().create_task(coro)
+        proc._task = task
+        task.add_done_callback(lambda t, p=proc: self._on_task_done(p, t))  # type: ignore[misc]
+        return proc.pid
+
+    def _new_process(self) -> Process:
+        if self._stopping:
+            raise ZmeshError(f"node {self.name!r} is stopping")
+        pid = Pid(self.name, next(self._ids), self.creation)
+        proc = self._procs[pid.id] = Process(self, pid)
+        return proc
+
+    @contextlib.asynccontextmanager
+    async def process(self) -> AsyncIterator[Process]:
+        """A mailbox for the calling task: a `Process` that exits "normal" with the block."""
+        proc = self._new_process()
+        try:
+            yield proc
+        finally:
+            if proc._exit_reason is None:
+                self._terminate(proc, NORMAL)
+
+    def _on_task_done(self, proc: Process, task: asyncio.Task[Any]) -> None:
+        if proc._exit_reason is not None:
+            return  # already terminated by an exit signal
+        if task.cancelled():
+            reason: object = KILLED
+        else:
+            exc = task.exception()
+            if exc is None:
+                reason = NORMAL
+            else:
+                reason = crash_reason(exc)
+                log.error("process %s crashed: %s", proc.pid, reason, exc_info=exc)
+        self._terminate(proc, reason)
+
+    def processes(self) -> list[Pid]:
+        """Pids of the live processes on this node."""
+        return [p.pid for p in self._procs.values()]
+
+    def is_alive(self, pid: Pid) -> bool:
+        """Whether `pid` names a live process on this node."""
+        return self._local(pid) is not None
+
+    def _local(self, pid: Pid) -> Process | None:
+        if pid.node != self.name or pid.creation != self.creation:
+            return None
+        return self._procs.get(pid.id)
+
+    def on_exit(self, hook: Callable[[Pid, object], None]) -> None:
+        """Call `hook(pid, reason)` whenever a local process exits (for subsystems)."""
+        self._exit_hooks.append(hook)
+
+    # -- messages -------------------------------------------------------------------
+
+    def send(self, dest: Pid | str, message: object) -> None:
+        """Send `message` to a pid (local or remote) or a globally registered name.
+
+        Never waits. Per sender and receiver, messages arrive in the order sent. A
+        message to a dead pid or an unknown name is dropped, as in Erlang; a message
+        that cannot be encoded raises EncodeError; a full outgoing queue raises
+        QueueFull.
+        """
+        if type(dest) is not Pid:
+            dest = self._resolve(dest)  # type: ignore[arg-type]
+            if dest is None:
+                return
+        if dest.node == self.name:  # type: ignore[union-attr]
+            if dest.creation == self.creation:  # type: ignore[union-attr]
+                proc = self._procs.get(dest.id)  # type: ignore[union-attr]
+                if proc is not None:
+                    proc.deliver(message)
+        elif self._dist is not None:
+            self._dist.send(dest, message)  # type: ignore[arg-type]
+
+    def _resolve(self, dest: str | Pid) -> Pid | None:
+        if isinstance(dest, str):
+            return self.whereis(dest)
+        raise TypeError(f"send needs a Pid or a registered name, got {dest!r}")
+
+    def whereis(self, name: str) -> Pid | None:
+        """The pid registered under `name`, from the local replica (no round trip)."""
+        registry = self._registry
+        return registry.whereis(name) if registry is not None else None
+
+    @property
+    def _registry(self) -> Any:
+        return self._dist.registry if self._dist is not None else None
+
+    # -- exit signals, links, monitors --------------------------------------------------
+
+    def exit(self, pid: Pid, reason: object) -> None:
+        """Send an exit signal to `pid` from the node itself.
+
+        "normal" is ignored unless the target traps exits; "kill" cannot be trapped
+        and takes the target down with reason "killed"; any other reason takes it
+        down with that reason, or arrives as `Exit(pid, reason)` if it traps exits.
+        """
+        self._send_exit(self.system_pid, pid, reason, linked=False)
+
+    def _send_exit(self, sender: Pid, target: Pid, reason: object, *, linked: bool) -> None:
+        proc = self._local(target)
+        if proc is not None:
+            self._exit_signal(proc, sender, reason, linked=linked)
+        elif target.node != self.name and self._dist is not None:
+            self._dist.send_exit(sender, target, reason, linked)
+
+    def _exit_signal(self, proc: Process, sender: Pid, reason: object, *, linked: bool) -> None:
+        """Apply an exit signal from `sender` to the local process `proc`."""
+        if proc._exit_reason is not None:
+            return
+        if linked and proc.links is not None:
+            proc.links.discard(sender)
+        if reason == KILL and not linked:
+            self._kill(proc, KILLED)
+        elif proc.trap_exit:
+            proc.deliver(Exit(sender, reason))
+        elif reason != NORMAL:
+            self._kill(proc, reason)
+
+    def _kill(self, proc: Process, reason: object) -> None:
+        self._terminate(proc, reason)
+        if proc._task is not None:
+            proc._task.cancel()
+        else:
+            proc._abort_receive(reason)
+
+    def _terminate(self, proc: Process, reason: object) -> None:
+        """Mark `proc` dead with `reason` and fire its links, monitors and exit hooks."""
+        if proc._exit_reason is not None:
+            return
+        proc._exit_reason = reason
+        pid = proc.pid
+        self._procs.pop(pid.id, None)
+        proc._mailbox = None
+        dist = self._dist
+        if proc.monitors:
+            for ref, target in proc.monitors.items():
+                self._drop_watch(ref, pid, target)
+        if proc.links:
+            for other in proc.links:
+                local = self._local(other)
+                if local is not None:
+                    if local.links is not None:
+                        local.links.discard(pid)
+                    self._exit_signal(local, pid, reason, linked=True)
+                elif dist is not None:
+                    dist.send_exit(pid, other, reason, True)
+        if proc.watchers:
+            for ref, watcher in proc.watchers.items():
+                self._deliver_down(watcher, ref, pid, reason)
+        for hook in self._exit_hooks:
+            try:
+                hook(pid, reason)
+            except Exception:
+                log.exception("exit hook %r failed for %s", hook, pid)
+
+    def _deliver_down(self, watcher: Pid, ref: Ref, pid: Pid, reason: object) -> None:
+        local = self._local(watcher)
+        if local is not None:
+            if local.monitors is not None and local.monitors.pop(ref, None) is not None:
+                local.deliver(Down(ref, pid, reason))
+        elif self._dist is not None:
+            self._dist.send_down(watcher, ref, pid, reason)
+
+    def _drop_watch(self, ref: Ref, watcher: Pid, target: Pid) -> None:
+        local = self._local(target)
+        if local is not None:
+            if local.watchers is not None:
+                local.watchers.pop(ref, None)
+        elif self._dist is not None:
+            self._dist.send_demonitor(ref, watcher, target)
+
+    def _link(self, proc: Process, pid: Pid) -> None:
+        if pid == proc.pid:
+            return
+        if proc.links is None:
+            proc.links = set()
+        if pid in proc.links:
+            return
+        other = self._local(pid)
+        if other is not None:
+            proc.links.add(pid)
+            if other.links is None:
+                other.links = set()
+            other.links.add(proc.pid)
+        elif pid.node == self.name or self._dist is None:
+            # Linking to a dead process is an immediate exit signal "noproc".
+            self._exit_signal(proc, pid, NOPROC, linked=True)
+        else:
+            proc.links.add(pid)
+            self._dist.send_link(proc.pid, pid)
+
+    def _unlink(self, proc: Process, pid: Pid) -> None:
+        if proc.links is None or pid not in proc.links:
+            return
+        proc.links.discard(pid)
+        other = self._local(pid)
+        if other is not None:
+            if other.links is not None:
+                other.links.discard(proc.pid)
+        elif self._dist is not None:
+            self._dist.send_unlink(proc.pid, pid)
+
+    def _monitor(self, proc: Process, pid: Pid) -> Ref:
+        ref = self.make_ref()
+        if proc.monitors is None:
+            proc.monitors = {}
+        proc.monitors[ref] = pid
+        target = self._local(pid)
+        if target is not None:
+            if target.watchers is None:
+                target.watchers = {}
+            target.watchers[ref] = proc.pid
+        elif pid.node == self.name or self._dist is None:
+            self._deliver_down(proc.pid, ref, pid, NOPROC)
+        else:
+            self._dist.send_monitor(ref, proc.pid, pid)
+        return ref
+
+    def _demonitor(self, proc: Process, ref: Ref) -> None:
+        if proc.monitors is None:
+            return
+        target = proc.monitors.pop(ref, None)
+        if target is not None:
+            self._drop_watch(ref, proc.pid, target)
+
+    # -- the cluster (delegated to the distribution layer) ---------------------------------
+
+    def _need_dist(self) -> Distribution:
+        if self._dist is None:
+            raise ConfigError(f"node {self.name!r} has no `listen` address: it cannot reach peers")
+        return self._dist
+
+    async def connect(self, address: str, *, timeout: float | None = None) -> str:
+        """Join the node at `address` (and, transitively, its peers); return its name.
+
+        Raises ConnectError: unreachable within `timeout`, wrong cookie, name clash,
+        protocol mismatch; the message says which.
+        """
+        return await self._need_dist().connect(address, timeout)
+
+    def nodes(self) -> list[str]:
+        """Names of the connected peers, sorted; this node excluded."""
+        return self._dist.nodes() if self._dist is not None else []
+
+    async def spawn_remote(
+        self, node: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None
+    ) -> Pid:
+        """Start `fn(proc, *args)` on node `node`; `fn` is a module-level async function or
+        its "module:qualname". The target runs only functions of modules it was told to
+        load. Raises RemoteError (refused), NodeDown (not connected), CallTimeout."""
+        if node == self.name:
+            from zmesh.runtime.loader import resolve
+
+            return self.spawn(resolve(fn, None), *args)
+        return await self._need_dist().spawn_remote(node, fn, args, timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: processes, peers, and every kind of refused inbound frame."""
+        out = {"processes": len(self._procs)}
+        if self._dist is not None:
+            out.update(self._dist.stats())
+        return out
+
+
+def _check_node_name(name: str) -> None:
+    if not isinstance(name, str) or not 0 < len(name) <= 255 or any(c.isspace() for c in name):
+        raise ConfigError(f"node name must be 1-255 characters without spaces, got {name!r}")
+
+
+def pid_or_noproc(pid: Pid | None, name: str) -> Pid:
+    """`pid`, or NoProc naming the unregistered `name`."""
+    if pid is None:
+        raise NoProc(f"no process is registered as {name!r}")
+    return pid
