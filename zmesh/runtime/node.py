@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zmesh.errors import ConfigError, NoProc, ZmeshError
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.process import Process
-from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref, crash_reason
+from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
@@ -109,7 +109,7 @@ class Node:
             await self._dist.leave()
         tasks = []
         for proc in list(self._procs.values()):
-            self._terminate(proc, "shutdown")
+            self._kill(proc, SHUTDOWN)
             if proc._task is not None:
                 tasks.append(proc._task)
         if tasks:

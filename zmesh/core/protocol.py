@@ -1,0 +1,99 @@
+"""The wire protocol: envelope kinds, the cookie handshake's proofs, and frame decoding.
+
+A frame is one ZeroMQ message: a concatenation of msgpack-encoded envelopes, each an
+array `[kind, ...fields]`. Batching is concatenation, so a busy peer sends one frame
+for many envelopes. The handshake never sends the cookie: each side proves it knows
+the cookie with an HMAC over a fresh nonce chosen by the other side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from enum import IntEnum
+from typing import Any, Final
+
+from zmesh.core.codec import Codec
+from zmesh.errors import DecodeError
+
+VERSION: Final = 1
+NONCE_BYTES: Final = 16
+
+
+class Kind(IntEnum):
+    """Envelope kinds. Handshake kinds are the only ones accepted from an unknown peer."""
+
+    HELLO = 1  # [HELLO, version, name, creation, address, nonce]
+    CHALLENGE = 2  # [CHALLENGE, version, name, creation, address, their_nonce, nonce, proof]
+    AUTH = 3  # [AUTH, their_nonce, proof]
+    WELCOME = 4  # [WELCOME, peers: [[name, address], ...]]
+    REFUSE = 5  # [REFUSE, nonce, reason_code, text]
+    HEARTBEAT = 6  # [HEARTBEAT]
+    BYE = 7  # [BYE]
+    PEERS = 8  # [PEERS, [[name, address], ...]]
+    SEND = 10  # [SEND, dest_id, dest_creation, payload_bytes]
+    LINK = 11  # [LINK, from_pid, to_pid]
+    UNLINK = 12  # [UNLINK, from_pid, to_pid]
+    EXIT = 13  # [EXIT, from_pid, to_pid, reason, linked]
+    MONITOR = 14  # [MONITOR, ref, watcher_pid, target_pid]
+    DEMONITOR = 15  # [DEMONITOR, ref, watcher_pid, target_pid]
+    DOWN = 16  # [DOWN, ref, watcher_pid, target_pid, reason]
+    REQUEST = 20  # [REQUEST, ref, op, body]
+    REPLY = 21  # [REPLY, ref, ok, body]
+    CAST = 22  # [CAST, op, body]: a one-way system message for a subsystem
+
+
+HANDSHAKE_KINDS: Final = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.AUTH, Kind.REFUSE})
+_KINDS: Final = frozenset(int(k) for k in Kind)
+
+# Refusal codes: what ConnectError reports.
+REFUSE_COOKIE: Final = "bad_cookie"
+REFUSE_NAME: Final = "name_clash"
+REFUSE_VERSION: Final = "version"
+REFUSE_BUSY: Final = "busy"
+
+
+def proof(cookie: bytes, role: bytes, nonce: bytes, prover: str, verifier: str) -> bytes:
+    """HMAC-SHA256 proving knowledge of `cookie` for `nonce`, bound to both names and a role
+    (so a proof can be neither replayed in the other direction nor to another node)."""
+    msg = b"\x00".join((role, nonce, prover.encode(), verifier.encode()))
+    return hmac.new(cookie, msg, hashlib.sha256).digest()
+
+
+def check_proof(expected: bytes, given: object) -> bool:
+    return isinstance(given, bytes) and hmac.compare_digest(expected, given)
+
+
+def frame(envelopes: list[bytes]) -> bytes:
+    """Join encoded envelopes into one frame: a msgpack array header, then the envelopes.
+
+    The envelopes are encoded once, when sent; batching only prepends a header.
+    """
+    n = len(envelopes)
+    if n < 16:
+        header = bytes((0x90 | n,))
+    elif n < 0x10000:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    return header + b"".join(envelopes)
+
+
+def decode_frame(codec: Codec, data: bytes) -> list[list[Any]]:
+    """All envelopes in a frame, each a non-empty list starting with a known kind.
+
+    Raises DecodeError for malformed or truncated msgpack, trailing bytes, a frame
+    that is not an array, an envelope that is not an array, or an unknown kind.
+    """
+    envelopes = codec.decode(data)
+    if type(envelopes) is not list or not envelopes:
+        raise DecodeError("a frame must be a non-empty array of envelopes")
+    for env in envelopes:
+        if type(env) is not list or not env or type(env[0]) is not int or env[0] not in _KINDS:
+            raise DecodeError(f"not an envelope: {str(env)[:60]}")
+    return envelopes
+
+
+def encode_envelope(codec: Codec, *fields: object) -> bytes:
+    """One envelope, encoded; raises EncodeError for a field that cannot be sent."""
+    return codec.encode(list(fields))
