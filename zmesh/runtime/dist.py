@@ -128,11 +128,15 @@ class Distribution:
         self._connecting: dict[str, asyncio.Future[str]] = {}
         self._cross: dict[str, _Links] = {}
         self._requests: dict[Ref, tuple[str, asyncio.Future[Any]]] = {}
-        self._handlers: dict[str, RequestHandler] = {"spawn": self._handle_spawn}
+        self._handlers: dict[str, RequestHandler] = {
+            "spawn": self._handle_spawn,
+            "info": lambda sender, body: self.node.info(),
+        }
         self._cast_handlers: dict[str, CastHandler] = {}
         self._listeners: list[NodeListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seeds: list[str] = []
+        self.paused = False
         self.counters: Counter[str] = Counter()
         self._log_budget: Counter[str] = Counter()
         self.registry: Any = None  # set by the registry subsystem
@@ -320,6 +324,8 @@ class Distribution:
         cfg = self.config
         while True:
             await asyncio.sleep(cfg.tick)
+            if self.paused:
+                continue
             now = loop.time()
             for peer in list(self._peers.values()):
                 if not peer.up:
@@ -355,6 +361,22 @@ class Distribution:
                     continue
                 self._start_connect(address)
             await asyncio.sleep(self.config.seed_retry)
+
+    def pause(self) -> None:
+        """Freeze the node's networking: nothing read, sent or timed out (like SIGSTOP)."""
+        self.paused = True
+        if self._transport is not None:
+            self._transport.pause()
+
+    def resume(self) -> None:
+        """Undo `pause`; peers that gave up on us meanwhile are found down from our side too."""
+        if self._transport is not None:
+            self._transport.resume()
+        loop = asyncio.get_running_loop()
+        # Time spent paused is not the peers' silence: restart their clocks.
+        for peer in self._peers.values():
+            peer.last_seen = max(peer.last_seen, loop.time() - self.config.tick)
+        self.paused = False
 
     def _on_link_lost(self, link: OutLink) -> None:
         for peer in list(self._peers.values()):

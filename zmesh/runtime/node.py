@@ -423,6 +423,29 @@ class Node:
             return self.spawn(resolve(fn, None), *args)
         return await self._need_dist().spawn_remote(node, fn, args, timeout)
 
+    def info(self) -> dict[str, Any]:
+        """A snapshot for inspection tools: name, address, peers, processes, names."""
+        registry = self._registry
+        return {
+            "name": self.name,
+            "address": self.address,
+            "creation": self.creation,
+            "nodes": self.nodes(),
+            "processes": [
+                {"pid": str(p.pid), "node": self.name, "messages": p.pending()}
+                for p in self._procs.values()
+            ],
+            "registered": registry.registered() if registry is not None else [],
+            "stats": self.stats(),
+        }
+
+    async def node_info(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """`info()` of node `node` (this one or a connected peer)."""
+        if node == self.name:
+            return self.info()
+        result: dict[str, Any] = await self._need_dist().request(node, "info", None, timeout)
+        return result
+
     def stats(self) -> dict[str, int]:
         """Counters: processes, peers, and every kind of refused inbound frame."""
         out = {"processes": len(self._procs)}

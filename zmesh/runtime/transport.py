@@ -75,6 +75,7 @@ class ZmqTransport:
         self._dirty: list[ZmqLink] = []
         self._flush_scheduled = False
         self._drain_scheduled = False
+        self._paused = False
         self.address = ""
 
     # -- inbound ------------------------------------------------------------------------
@@ -106,10 +107,26 @@ class ZmqTransport:
         self._loop.call_soon(self._drain)  # edge-triggered: catch what arrived before
         return self.address
 
+    def pause(self) -> None:
+        """Stop reading and sending, as if the process were stopped (a test fault)."""
+        if not self._paused and self._router is not None:
+            self._paused = True
+            self._loop.remove_reader(self._router.getsockopt(zmq.FD))
+
+    def resume(self) -> None:
+        """Undo `pause`: read what queued up meanwhile and send what was held back."""
+        if self._paused and self._router is not None:
+            self._paused = False
+            self._loop.add_reader(self._router.getsockopt(zmq.FD), self._drain)
+            self._loop.call_soon(self._drain)
+            if self._dirty and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+
     def _drain(self) -> None:
         self._drain_scheduled = False
         router = self._router
-        if router is None:
+        if router is None or self._paused:
             return
         on_frame = self._on_frame
         for _ in range(_RECV_BUDGET):
@@ -145,6 +162,8 @@ class ZmqTransport:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._paused:
+            return  # held in the outboxes until resume()
         dirty, self._dirty = self._dirty, []
         now = self._loop.time()
         for link in dirty:

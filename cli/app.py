@@ -1,0 +1,150 @@
+"""`zmesh join` runs a node in the foreground; the other commands inspect a running cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+import zmesh
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Erlang-style distribution for Python: run and inspect zmesh nodes.",
+)
+
+DEFAULT_PORT = 7000
+DEFAULT_LISTEN = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+T = TypeVar("T")
+
+SeedOpt = Annotated[
+    list[str] | None, typer.Option("--seed", "-s", help="Address of a node to join (repeatable).")
+]
+CookieOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cookie",
+        envvar="ZMESH_COOKIE",
+        help="Cluster secret (default: $ZMESH_COOKIE, else ~/.zmesh.cookie).",
+    ),
+]
+
+
+def _run(main: Awaitable[T]) -> T:
+    try:
+        import uvloop  # optional extra: zmesh[fast]
+    except ImportError:
+        return asyncio.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)  # type: ignore[no-any-return]
+
+
+@app.command()
+def join(
+    name: Annotated[
+        str | None, typer.Argument(help="Node name, unique in the cluster (default: host name).")
+    ] = None,
+    listen: Annotated[
+        str, typer.Option("--listen", "-l", help="Endpoint to bind (tcp:// or ipc://).")
+    ] = DEFAULT_LISTEN,
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+    load: Annotated[
+        list[str] | None,
+        typer.Option("--load", help="Module whose functions and classes peers may start here."),
+    ] = None,
+    tick: Annotated[float | None, typer.Option(help="Heartbeat interval, seconds.")] = None,
+    down_after: Annotated[
+        float | None, typer.Option(help="Silence after which a peer is down, seconds.")
+    ] = None,
+) -> None:
+    """Run a node in the foreground until SIGINT or SIGTERM, then leave gracefully."""
+    options: dict[str, Any] = {}
+    if tick is not None:
+        options["tick"] = tick
+    if down_after is not None:
+        options["down_after"] = down_after
+    try:
+        config = zmesh.NodeConfig(**options)
+        node = zmesh.Node(
+            name or socket.gethostname().split(".")[0],
+            listen=listen,
+            cookie=cookie,
+            seeds=seed or [],
+            load=load or [],
+            config=config,
+        )
+        _run(_serve(node))
+    except zmesh.ZmeshError as exc:
+        typer.echo(f"zmesh: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _serve(node: zmesh.Node) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with node:
+        print(f"zmesh: node {node.name} up at {node.address}", flush=True)
+        await stop.wait()
+    print(f"zmesh: node {node.name} left", flush=True)
+
+
+def _query(seed: list[str] | None, cookie: str | None, fn: Callable[[zmesh.Node, str], Any]) -> Any:
+    async def main() -> Any:
+        node = zmesh.Node(f"zmesh-cli-{os.getpid()}", cookie=cookie)
+        async with node:
+            target = await node.connect((seed or [DEFAULT_LISTEN])[0])
+            return await fn(node, target)
+
+    try:
+        return _run(main())
+    except zmesh.ZmeshError as exc:
+        typer.echo(f"zmesh: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def nodes(seed: SeedOpt = None, cookie: CookieOpt = None) -> None:
+    """List the nodes of the cluster that SEED belongs to."""
+
+    async def ask(node: zmesh.Node, target: str) -> Any:
+        info = await node.node_info(target)
+        return sorted([target, *[n for n in info["nodes"] if not n.startswith("zmesh-cli-")]])
+
+    for name in _query(seed, cookie, ask):
+        typer.echo(name)
+
+
+@app.command()
+def ps(seed: SeedOpt = None, cookie: CookieOpt = None) -> None:
+    """List the processes on every node of the cluster."""
+
+    async def ask(node: zmesh.Node, target: str) -> Any:
+        rows = []
+        for name in sorted([target, *node.nodes()]):
+            if name.startswith("zmesh-cli-"):
+                continue
+            info = await node.node_info(name)
+            rows.extend(info["processes"])
+        return rows
+
+    for row in _query(seed, cookie, ask):
+        typer.echo(json.dumps(row))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

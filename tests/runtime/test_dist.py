@@ -1,0 +1,230 @@
+"""Nodes over real ZeroMQ sockets on loopback tcp, inside one process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmesh_test_app as app
+
+import zmesh
+from zmesh import Down, Exit, Node, NodeConfig
+
+from ..conftest import COOKIE
+
+FAST = NodeConfig(tick=0.1, down_after=0.5)
+
+
+async def wait_until(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_connect_returns_the_peer_name_and_lists_nodes(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    assert a.address.startswith("tcp://127.0.0.1:") and not a.address.endswith(":0")
+    assert b.nodes() == ["a"]
+    await wait_until(lambda: a.nodes() == ["b"])
+
+
+async def test_mesh_is_transitive() -> None:
+    async with (
+        Node("n1", cookie=COOKIE) as n1,
+        Node("n2", cookie=COOKIE) as n2,
+        Node("n3", cookie=COOKIE) as n3,
+        Node("n4", cookie=COOKIE) as n4,
+    ):
+        await n2.connect(n1.address)  # type: ignore[arg-type]
+        await n3.connect(n2.address)  # type: ignore[arg-type]
+        await n4.connect(n3.address)  # type: ignore[arg-type]
+        nodes = [n1, n2, n3, n4]
+        await wait_until(lambda: all(len(n.nodes()) == 3 for n in nodes))
+        assert n1.nodes() == ["n2", "n3", "n4"]
+
+
+async def test_remote_send_keeps_order_and_tuples(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    async with b.process() as me:
+        sink = a.spawn(app.sink, me.pid, 5000)
+        for i in range(5000):
+            b.send(sink, i)
+        assert await me.receive(timeout=10) == ("received", 5000)
+        echo = a.spawn(app.echo)
+        b.send(echo, (me.pid, (1, ("nested",), [2])))
+        assert await me.receive(timeout=2) == ("echo", (1, ("nested",), [2]))
+
+
+async def test_remote_monitor_reports_the_exit_reason(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    async with b.process() as me:
+        pid = a.spawn(app.idle)
+        ref = me.monitor(pid)
+        await asyncio.sleep(0.05)
+        a.exit(pid, "bye")
+        assert await me.receive(timeout=2) == Down(ref, pid, "bye")
+
+
+async def test_remote_monitor_of_a_dead_pid_fires_noproc(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    pid = a.spawn(app.idle)
+    a.exit(pid, "kill")
+    async with b.process() as me:
+        ref = me.monitor(pid)
+        assert await me.receive(timeout=2) == Down(ref, pid, "noproc")
+
+
+async def test_remote_link_propagates_exit_and_kill(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    async with b.process() as me:
+        me.trap_exit = True
+        pid = a.spawn(app.idle)
+        me.link(pid)
+        await asyncio.sleep(0.05)
+        a.exit(pid, "kill")
+        assert await me.receive(timeout=2) == Exit(pid, "killed")
+
+
+async def test_remote_exit_signal_kills_an_untrapping_process(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    async with a.process() as watcher:
+        pid = a.spawn(app.idle)
+        ref = watcher.monitor(pid)
+        b.exit(pid, "kill")
+        assert await watcher.receive(timeout=2) == Down(ref, pid, "killed")
+
+
+async def test_links_and_monitors_fire_noconnection_when_a_node_leaves() -> None:
+    async with Node("stay", cookie=COOKIE, config=FAST) as stay:
+        async with stay.process() as me:
+            me.trap_exit = True
+            leaving = Node("leave", cookie=COOKIE, config=FAST)
+            await leaving.start()
+            await stay.connect(leaving.address)  # type: ignore[arg-type]
+            pid = leaving.spawn(app.idle)
+            ref = me.monitor(pid)
+            me.link(pid)
+            await asyncio.sleep(0.05)
+            events: list[tuple[str, str]] = []
+            assert stay._dist is not None
+            stay._dist.subscribe(lambda event, name: events.append((event, name)))
+            await leaving.stop()
+            got = {await me.receive(timeout=2), await me.receive(timeout=2)}
+            assert got == {Down(ref, pid, "noconnection"), Exit(pid, "noconnection")}
+            assert stay.nodes() == []
+            assert events == [("down", "leave")]
+
+
+async def test_wrong_cookie_is_refused_with_a_clear_error() -> None:
+    async with Node("a", cookie="one") as a, Node("b", cookie="two") as b:
+        with pytest.raises(zmesh.ConnectError, match="cookie"):
+            await b.connect(a.address, timeout=3)  # type: ignore[arg-type]
+        assert a.nodes() == [] and b.nodes() == []
+
+
+async def test_a_second_node_with_a_taken_name_is_refused(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    async with Node("b", cookie=COOKIE) as impostor:
+        with pytest.raises(zmesh.ConnectError, match="name clash"):
+            await impostor.connect(a.address, timeout=3)  # type: ignore[arg-type]
+    assert a.nodes() == ["b"]
+
+
+async def test_connecting_to_a_node_of_the_same_name_is_refused() -> None:
+    async with Node("same", cookie=COOKIE) as x, Node("same", cookie=COOKIE) as y:
+        with pytest.raises(zmesh.ConnectError, match="name"):
+            await y.connect(x.address, timeout=3)  # type: ignore[arg-type]
+
+
+async def test_unreachable_address_times_out_with_connect_error() -> None:
+    async with Node("lonely", cookie=COOKIE) as n:
+        with pytest.raises(zmesh.ConnectError, match="no answer"):
+            await n.connect("tcp://127.0.0.1:9", timeout=0.5)
+
+
+async def test_spawn_remote_runs_a_loaded_function(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    a._dist.load = frozenset({"zmesh_test_app"})  # type: ignore[union-attr]
+    async with b.process() as me:
+        pid = await b.spawn_remote("a", app.echo)
+        assert pid.node == "a"
+        b.send(pid, (me.pid, "hi"))
+        assert await me.receive(timeout=2) == ("echo", "hi")
+        by_name = await b.spawn_remote("a", "zmesh_test_app:echo")
+        assert by_name.node == "a"
+
+
+async def test_spawn_remote_refuses_modules_not_loaded(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    with pytest.raises(zmesh.RemoteError, match="not loaded"):
+        await b.spawn_remote("a", "os:system", "true")
+    a._dist.load = frozenset({"zmesh_test_app"})  # type: ignore[union-attr]
+    with pytest.raises(zmesh.RemoteError, match="no attribute"):
+        await b.spawn_remote("a", "zmesh_test_app:nope")
+    with pytest.raises(zmesh.RemoteError, match="not callable"):
+        await b.spawn_remote("a", "zmesh_test_app:NOT_CALLABLE")
+    with pytest.raises(zmesh.NodeDown):
+        await b.spawn_remote("nowhere", app.echo)
+    assert b.nodes() == ["a"]
+
+
+async def test_load_of_an_unknown_module_fails_at_start() -> None:
+    with pytest.raises(zmesh.ConfigError, match="no_such_module"):
+        async with Node("x", cookie=COOKIE, load=["no_such_module_zz"]):
+            pass
+
+
+async def test_restarted_node_rejoins_and_its_old_pids_are_dead() -> None:
+    async with Node("keep", cookie=COOKIE, config=FAST) as keep:
+        first = Node("phoenix", cookie=COOKIE, config=FAST)
+        await first.start()
+        await keep.connect(first.address)  # type: ignore[arg-type]
+        old_pid = first.spawn(app.idle)
+        address = first.address
+        await first.stop()
+        await wait_until(lambda: keep.nodes() == [])
+        second = Node("phoenix", cookie=COOKIE, listen=address, config=FAST)
+        await second.start()
+        try:
+            await keep.connect(address)  # type: ignore[arg-type]
+            assert keep.nodes() == ["phoenix"]
+            assert second.creation != old_pid.creation
+            async with keep.process() as me:
+                ref = me.monitor(old_pid)
+                assert await me.receive(timeout=2) == Down(ref, old_pid, "noproc")
+        finally:
+            await second.stop()
+
+
+async def test_seeds_are_retried_until_they_come_up() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    async with Node("early", cookie=COOKIE, seeds=[address]) as early:
+        await asyncio.sleep(0.7)
+        assert early.nodes() == []
+        async with Node("late", cookie=COOKIE, listen=address):
+            await wait_until(lambda: early.nodes() == ["late"], timeout=8)
+
+
+async def test_paused_peer_is_declared_down_by_heartbeat() -> None:
+    async with Node("watch", cookie=COOKIE, config=FAST) as watch:
+        frozen = Node("frozen", cookie=COOKIE, config=FAST)
+        await frozen.start()
+        try:
+            await watch.connect(frozen.address)  # type: ignore[arg-type]
+            assert frozen._dist is not None
+            frozen._dist.pause()
+            start = asyncio.get_running_loop().time()
+            await wait_until(lambda: watch.nodes() == [], timeout=3)
+            took = asyncio.get_running_loop().time() - start
+            assert took <= FAST.down_after + 2 * FAST.tick + 0.5
+            assert watch.stats()["heartbeat_timeouts"] == 1
+        finally:
+            await frozen.stop()
