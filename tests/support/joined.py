@@ -1,0 +1,63 @@
+"""Start `zmesh join` as real OS processes and read the address each one prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+LINE = re.compile(r"zmesh: node (\S+) up at (\S+)")
+
+
+@dataclass
+class Joined:
+    name: str
+    address: str
+    proc: subprocess.Popen[str]
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout)
+
+
+def start_join(name: str, cookie: str, *args: str, timeout: float = 20.0) -> Joined:
+    """`zmesh join NAME --listen tcp://127.0.0.1:0 ...`, once it has printed its address."""
+    cmd = [
+        sys.executable, "-m", "zmesh", "join", name,
+        "--listen", "tcp://127.0.0.1:0", "--load", "zmesh_test_app", *args,
+    ]  # fmt: skip
+    env = dict(os.environ, ZMESH_COOKIE=cookie)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=max(deadline - time.monotonic(), 0)):
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = LINE.search(line)
+        if match:
+            return Joined(match.group(1), match.group(2), proc)
+    proc.kill()
+    raise RuntimeError(f"{cmd} did not come up: {''.join(seen)!r}")
