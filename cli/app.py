@@ -38,12 +38,17 @@ CookieOpt = Annotated[
 ]
 
 
-def _run(main: Awaitable[T]) -> T:
-    try:
-        import uvloop  # optional extra: zmesh[fast]
-    except ImportError:
-        return asyncio.run(main)  # type: ignore[arg-type]
-    return uvloop.run(main)  # type: ignore[no-any-return]
+def _run(main: Awaitable[T], loop: str = "auto") -> T:
+    """Run `main` on uvloop when installed (zmesh[fast]) unless `loop` is "asyncio"."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise zmesh.ConfigError("--loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.run(main)  # type: ignore[no-any-return]
+    return asyncio.run(main)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -64,6 +69,9 @@ def join(
     down_after: Annotated[
         float | None, typer.Option(help="Silence after which a peer is down, seconds.")
     ] = None,
+    loop: Annotated[
+        str, typer.Option(help="Event loop: auto (uvloop when installed), asyncio, uvloop.")
+    ] = "auto",
 ) -> None:
     """Run a node in the foreground until SIGINT or SIGTERM, then leave gracefully."""
     options: dict[str, Any] = {}
@@ -81,7 +89,7 @@ def join(
             load=load or [],
             config=config,
         )
-        _run(_serve(node))
+        _run(_serve(node), loop)
     except zmesh.ZmeshError as exc:
         typer.echo(f"zmesh: {exc}", err=True)
         raise typer.Exit(2) from None

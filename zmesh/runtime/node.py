@@ -69,7 +69,8 @@ class Node:
         self._started = False
         self._stopping = False
         self._gc_owner = False
-        self._services: list[Any] = []  # subsystems with `async stop()`, stopped in reverse
+        self._services: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by start()  # subsystems with `async stop()`, stopped in reverse
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} {self.address or 'local'} {len(self._procs)} processes>"
@@ -88,6 +89,7 @@ class Node:
         if self._started:
             raise ConfigError(f"node {self.name!r} is already started")
         self._started = True
+        self._loop = asyncio.get_running_loop()
         self._tune_gc()
         if self._listen is not None:
             from zmesh.runtime.dist import Distribution
@@ -165,9 +167,9 @@ class Node:
         if not asyncio.iscoroutine(coro):
             del self._procs[proc.pid.id]
             raise ConfigError(f"spawn needs an async function, got {fn!r}")
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._loop.create_task(coro)
         proc._task = task
-        task.add_done_callback(lambda t, p=proc: self._on_task_done(p, t))  # type: ignore[misc]
+        task.add_done_callback(proc)
         return proc.pid
 
     def _new_process(self) -> Process:

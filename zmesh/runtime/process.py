@@ -50,6 +50,10 @@ class Process:
         self.monitors: dict[Ref, Pid] | None = None  # monitors this process holds
         self.watchers: dict[Ref, Pid] | None = None  # monitors held on this process
 
+    def __call__(self, task: asyncio.Task[Any]) -> None:
+        # The process is its own task's done-callback: no closure allocated per spawn.
+        self.node._on_task_done(self, task)
+
     def __repr__(self) -> str:
         state = "alive" if self._exit_reason is None else f"exited {self._exit_reason!r}"
         return f"<Process {self.pid} {state}>"
@@ -97,7 +101,7 @@ class Process:
                             del mailbox[index]
                             return message
                     scanned = len(mailbox)
-                loop = asyncio.get_running_loop()
+                loop = self.node._loop
                 waiter = self._waiter = loop.create_future()
                 if timeout is not None and timer is None:
                     if timeout <= 0:

@@ -1,0 +1,21 @@
+"""Processes the remote benchmarks start on the far node (`zmesh join --load bench_app`)."""
+
+from __future__ import annotations
+
+import zmesh
+
+
+async def sink(proc: zmesh.Process, reply_to: zmesh.Pid, count: int) -> None:
+    """Receive `count` messages, then tell `reply_to` ("done", count)."""
+    receive = proc.receive
+    for _ in range(count):
+        await receive()
+    proc.send(reply_to, ("done", count))
+
+
+async def echo(proc: zmesh.Process) -> None:
+    """Send every `(sender, msg)` straight back as `msg`."""
+    receive, send = proc.receive, proc.node.send
+    while True:
+        sender, msg = await receive()
+        send(sender, msg)
