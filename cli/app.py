@@ -7,8 +7,7 @@ import json
 import os
 import signal
 import socket
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -38,7 +37,7 @@ CookieOpt = Annotated[
 ]
 
 
-def _run(main: Awaitable[T], loop: str = "auto") -> T:
+def _run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
     """Run `main` on uvloop when installed (zmesh[fast]) unless `loop` is "asyncio"."""
     if loop != "asyncio":
         try:
@@ -47,8 +46,8 @@ def _run(main: Awaitable[T], loop: str = "auto") -> T:
             if loop == "uvloop":
                 raise zmesh.ConfigError("--loop uvloop: uvloop is not installed") from None
         else:
-            return uvloop.run(main)  # type: ignore[no-any-return]
-    return asyncio.run(main)  # type: ignore[arg-type]
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 @app.command()
@@ -155,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -39,7 +39,8 @@ if mode == "oneway":
     s.send_multipart([ident, b"done"])
 else:
     for i in range(n):
-        ident, data = s.recv_multipart(); s.send_multipart([ident, msgpack.packb(msgpack.unpackb(data))])
+        ident, data = s.recv_multipart()
+        s.send_multipart([ident, msgpack.packb(msgpack.unpackb(data))])
 s.close(); ctx.term()
 """
 

@@ -1,5 +1,6 @@
 """`python -m zmesh ...` is the `zmesh` command."""
 
-from zmesh.cli.app import main
+# `cli/` is installed as `zmesh.cli` (see pyproject's package-dir); mypy checks it as `cli`.
+from zmesh.cli.app import main  # type: ignore[import-not-found,unused-ignore]
 
 main()

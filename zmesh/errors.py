@@ -65,4 +65,3 @@ class EmptyRing(ZmeshError, LookupError):
 
 class ConfigError(ZmeshError, ValueError):
     """An invalid option value; the message names the value and what is accepted."""
-

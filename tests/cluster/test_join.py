@@ -45,7 +45,9 @@ async def test_three_joined_nodes_mesh_message_and_detect_sigkill(cluster: list[
             info = await me_node.node_info(name)
             assert sorted(info["nodes"]) == sorted({"j1", "j2", "j3", "observer"} - {name})
         async with me_node.process() as me:
-            echoes = {n: await me_node.spawn_remote(n, "zmesh_test_app:echo") for n in ("j1", "j2", "j3")}
+            echoes = {
+                n: await me_node.spawn_remote(n, "zmesh_test_app:echo") for n in ("j1", "j2", "j3")
+            }
             for name, pid in echoes.items():
                 me_node.send(pid, (me.pid, (name, 1)))
                 assert await me.receive(timeout=5) == ("echo", (name, 1))

@@ -98,24 +98,23 @@ async def test_remote_exit_signal_kills_an_untrapping_process(two_nodes) -> None
 
 
 async def test_links_and_monitors_fire_noconnection_when_a_node_leaves() -> None:
-    async with Node("stay", cookie=COOKIE, config=FAST) as stay:
-        async with stay.process() as me:
-            me.trap_exit = True
-            leaving = Node("leave", cookie=COOKIE, config=FAST)
-            await leaving.start()
-            await stay.connect(leaving.address)  # type: ignore[arg-type]
-            pid = leaving.spawn(app.idle)
-            ref = me.monitor(pid)
-            me.link(pid)
-            await asyncio.sleep(0.05)
-            events: list[tuple[str, str]] = []
-            assert stay._dist is not None
-            stay._dist.subscribe(lambda event, name: events.append((event, name)))
-            await leaving.stop()
-            got = {await me.receive(timeout=2), await me.receive(timeout=2)}
-            assert got == {Down(ref, pid, "noconnection"), Exit(pid, "noconnection")}
-            assert stay.nodes() == []
-            assert events == [("down", "leave")]
+    async with Node("stay", cookie=COOKIE, config=FAST) as stay, stay.process() as me:
+        me.trap_exit = True
+        leaving = Node("leave", cookie=COOKIE, config=FAST)
+        await leaving.start()
+        await stay.connect(leaving.address)  # type: ignore[arg-type]
+        pid = leaving.spawn(app.idle)
+        ref = me.monitor(pid)
+        me.link(pid)
+        await asyncio.sleep(0.05)
+        events: list[tuple[str, str]] = []
+        assert stay._dist is not None
+        stay._dist.subscribe(lambda event, name: events.append((event, name)))
+        await leaving.stop()
+        got = {await me.receive(timeout=2), await me.receive(timeout=2)}
+        assert got == {Down(ref, pid, "noconnection"), Exit(pid, "noconnection")}
+        assert stay.nodes() == []
+        assert events == [("down", "leave")]
 
 
 async def test_wrong_cookie_is_refused_with_a_clear_error() -> None:
@@ -126,7 +125,7 @@ async def test_wrong_cookie_is_refused_with_a_clear_error() -> None:
 
 
 async def test_a_second_node_with_a_taken_name_is_refused(two_nodes) -> None:  # type: ignore[no-untyped-def]
-    a, b = two_nodes
+    a, _b = two_nodes
     async with Node("b", cookie=COOKIE) as impostor:
         with pytest.raises(zmesh.ConnectError, match="name clash"):
             await impostor.connect(a.address, timeout=3)  # type: ignore[arg-type]

@@ -7,11 +7,11 @@ import os
 
 import msgpack
 import pytest
+import zmesh_test_app as app
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import zmesh_test_app as app
 from zmesh import Node, NodeConfig
 from zmesh.core import protocol as proto
 from zmesh.core.codec import encode
@@ -70,7 +70,9 @@ GARBAGE = {
 
 
 @pytest.mark.parametrize("payload", list(GARBAGE.values()), ids=list(GARBAGE))
-async def test_garbage_from_a_stranger_is_refused_and_counted(two_nodes, raw_dealer, payload) -> None:  # type: ignore[no-untyped-def]
+async def test_garbage_from_a_stranger_is_refused_and_counted(  # type: ignore[no-untyped-def]
+    two_nodes, raw_dealer, payload
+) -> None:
     a, b = two_nodes
     before = sum(v for k, v in a.stats().items() if k not in ("processes", "peers"))
     sock = raw_dealer(a.address)
@@ -158,7 +160,10 @@ async def test_bad_envelopes_from_a_trusted_peer_are_counted_not_fatal(two_nodes
                 lambda kind, fields: proto.frame([msgpack.packb([kind, *fields])]),
                 st.sampled_from([int(k) for k in Kind] + [0, 99]),
                 st.lists(
-                    st.one_of(st.integers(-(2**63), 2**64 - 1), st.binary(max_size=20), st.text(max_size=10), st.none()),
+                    st.integers(-(2**63), 2**64 - 1)
+                    | st.binary(max_size=20)
+                    | st.text(max_size=10)
+                    | st.none(),
                     max_size=8,
                 ),
             ),

@@ -37,7 +37,7 @@ EXT_DOWN: Final = 4
 EXT_EXIT: Final = 5
 EXT_NAME_CONFLICT: Final = 6
 
-_ID_TYPES = (Pid, Ref)
+_BASES: Final[tuple[type, ...]] = (bool, int, float, str, bytes, list, dict)
 
 
 class Codec:
@@ -88,11 +88,10 @@ class Codec:
             return msgpack.ExtType(EXT_EXIT, self._pack([obj.pid, obj.reason]))  # type: ignore[attr-defined]
         if cls is NameConflict:
             return msgpack.ExtType(EXT_NAME_CONFLICT, self._pack([obj.name, obj.winner]))  # type: ignore[attr-defined]
-        if isinstance(obj, bool | int | float | str | bytes | list | dict):
-            # strict_types sends subclasses (IntEnum, str enums, ...) here: pack their base value.
-            for base in (bool, int, float, str, bytes, list, dict):
-                if isinstance(obj, base):
-                    return base(obj)  # type: ignore[no-any-return]
+        # strict_types sends subclasses (IntEnum, str enums, ...) here: pack their base value.
+        for base in _BASES:
+            if isinstance(obj, base):
+                return base(obj)
         raise EncodeError(f"cannot encode a value of type {cls.__module__}.{cls.__qualname__}")
 
     def _pack(self, value: object) -> bytes:
@@ -150,7 +149,7 @@ class Codec:
                 raise DecodeError(f"ext type {code} does not carry an array")
             if code == EXT_TUPLE:
                 return tuple(items)
-            if code == EXT_PID or code == EXT_REF:
+            if code in (EXT_PID, EXT_REF):
                 node, num, creation = items
                 if type(node) is not str or type(num) is not int or type(creation) is not int:
                     raise DecodeError(f"malformed identifier in ext type {code}")

@@ -52,6 +52,8 @@ NodeListener = Callable[[str, str], None]  # (event "up" | "down", node name)
 RequestHandler = Callable[[str, Any], Awaitable[Any] | Any]  # (from node, body) -> reply
 CastHandler = Callable[[str, Any], None]
 
+# What a handler raises on a malformed envelope: refused and counted, never propagated.
+_BAD_INPUT = (ValueError, TypeError, KeyError, IndexError, AttributeError, DecodeError)
 _UNTRUSTED_MAX = 4096  # handshake frames are small; anything larger from a stranger is hostile
 _ERRORS: dict[str, type[ZmeshError]] = {
     cls.__name__: cls for cls in (NoProc, RemoteError, ConfigError, EncodeError, NodeDown)
@@ -106,9 +108,7 @@ class _Links:
 class Distribution:
     """The node's connection to the cluster (owned by `Node`, started and stopped by it)."""
 
-    def __init__(
-        self, node: Node, listen: str, cookie: bytes | None, load: Sequence[str]
-    ) -> None:
+    def __init__(self, node: Node, listen: str, cookie: bytes | None, load: Sequence[str]) -> None:
         self.node = node
         self.config = node.config
         self._listen = listen
@@ -409,7 +409,7 @@ class Distribution:
                 continue
             try:
                 handler(peer, env)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError, DecodeError) as exc:
+            except _BAD_INPUT as exc:
                 self._refuse("bad_envelopes", f"kind {env[0]} from {peer.name}: {exc!r}")
             if not peer.up and env[0] == Kind.BYE:
                 break
@@ -448,7 +448,10 @@ class Distribution:
 
     def _on_hello(self, identity: bytes, env: list[Any]) -> None:
         _, version, name, creation, address, nonce = env
-        _check(name, str), _check(creation, int), _check(address, str), _check(nonce, bytes)
+        _check(name, str)
+        _check(creation, int)
+        _check(address, str)
+        _check(nonce, bytes)
         link = self._link_to(address)
         reply_nonce = os.urandom(proto.NONCE_BYTES)
         if version != proto.VERSION:
@@ -482,8 +485,11 @@ class Distribution:
 
     def _on_challenge(self, identity: bytes, env: list[Any]) -> None:
         _, version, name, creation, address, our_nonce, their_nonce, their_proof = env
-        _check(name, str), _check(creation, int), _check(address, str)
-        _check(our_nonce, bytes), _check(their_nonce, bytes)
+        _check(name, str)
+        _check(creation, int)
+        _check(address, str)
+        _check(our_nonce, bytes)
+        _check(their_nonce, bytes)
         attempt = self._outbound.get(our_nonce)
         if attempt is None or attempt.future.done():
             self._refuse("unexpected_handshakes", f"challenge from {name!r} with no hello")
@@ -560,7 +566,8 @@ class Distribution:
 
     def _on_peers(self, peer: Peer, env: list[Any]) -> None:
         for name, address in env[1]:
-            _check(name, str), _check(address, str)
+            _check(name, str)
+            _check(address, str)
             if name == self.node.name or name in self._peers or address in self._connecting:
                 continue
             self._start_connect(address)

@@ -230,17 +230,16 @@ class Node:
         that cannot be encoded raises EncodeError; a full outgoing queue raises
         QueueFull.
         """
-        if type(dest) is not Pid:
-            dest = self._resolve(dest)  # type: ignore[arg-type]
-            if dest is None:
-                return
-        if dest.node == self.name:  # type: ignore[union-attr]
-            if dest.creation == self.creation:  # type: ignore[union-attr]
-                proc = self._procs.get(dest.id)  # type: ignore[union-attr]
+        pid = dest if type(dest) is Pid else self._resolve(dest)
+        if pid is None:
+            return
+        if pid.node == self.name:
+            if pid.creation == self.creation:
+                proc = self._procs.get(pid.id)
                 if proc is not None:
                     proc.deliver(message)
         elif self._dist is not None:
-            self._dist.send(dest, message)  # type: ignore[arg-type]
+            self._dist.send(pid, message)
 
     def _resolve(self, dest: str | Pid) -> Pid | None:
         if isinstance(dest, str):

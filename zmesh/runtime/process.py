@@ -85,9 +85,9 @@ class Process:
         """
         if self._exit_reason is not None:
             raise ProcessExited(self._exit_reason)
-        if match is not None and not callable(match) or isinstance(match, type):
+        if (match is not None and not callable(match)) or isinstance(match, type):
             kinds = match
-            match = lambda m: isinstance(m, kinds)  # type: ignore[arg-type] # noqa: E731
+            match = lambda m: isinstance(m, kinds)  # noqa: E731
         scanned = 0
         timer: asyncio.TimerHandle | None = None
         try:

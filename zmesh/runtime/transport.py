@@ -12,6 +12,7 @@ instead of waiting for the descriptor to fire again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import deque
@@ -103,7 +104,7 @@ class ZmqTransport:
             raise ConfigError(f"cannot listen on {listen!r}: {exc}") from None
         self._router = router
         self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._loop.add_reader(router.getsockopt(zmq.FD), self._drain)
+        self._loop.add_reader(_fd(router), self._drain)
         self._loop.call_soon(self._drain)  # edge-triggered: catch what arrived before
         return self.address
 
@@ -111,13 +112,13 @@ class ZmqTransport:
         """Stop reading and sending, as if the process were stopped (a test fault)."""
         if not self._paused and self._router is not None:
             self._paused = True
-            self._loop.remove_reader(self._router.getsockopt(zmq.FD))
+            self._loop.remove_reader(_fd(self._router))
 
     def resume(self) -> None:
         """Undo `pause`: read what queued up meanwhile and send what was held back."""
         if self._paused and self._router is not None:
             self._paused = False
-            self._loop.add_reader(self._router.getsockopt(zmq.FD), self._drain)
+            self._loop.add_reader(_fd(self._router), self._drain)
             self._loop.call_soon(self._drain)
             if self._dirty and not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -174,7 +175,7 @@ class ZmqTransport:
         for link in list(self._links):
             link.close(linger)
         if self._router is not None:
-            self._loop.remove_reader(self._router.getsockopt(zmq.FD))
+            self._loop.remove_reader(_fd(self._router))
             self._router.close(0)
             self._router = None
         # term() waits for lingering sockets: keep it off the event loop.
@@ -210,11 +211,11 @@ class ZmqLink:
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         _set_zmtp_heartbeat(sock, cfg)
         self._sock = sock
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = _fd(sock)
         # The socket monitor reports a closed TCP connection at once: a killed peer is
         # seen down in milliseconds, not after the heartbeat timeout.
         self._monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._monitor_fd = self._monitor.getsockopt(zmq.FD)
+        self._monitor_fd = _fd(self._monitor)
         self._was_connected = False
         self._loop.add_reader(self._monitor_fd, self._on_monitor)
         try:
@@ -287,7 +288,7 @@ class ZmqLink:
     def _on_writable(self) -> None:
         if self.closed or not self._blocked:
             return
-        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+        if int(self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLOUT:
             self._send_blocked()
 
     def _on_monitor(self) -> None:
@@ -318,10 +319,8 @@ class ZmqLink:
         self._loop.remove_reader(self._monitor_fd)
         if self._watching:
             self._loop.remove_reader(self._fd)
-        try:
+        with contextlib.suppress(zmq.ZMQError):
             self._sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
         self._monitor.close(0)
         self._sock.close(int(linger * 1000))
         self._outbox.clear()
@@ -335,3 +334,8 @@ def _set_zmtp_heartbeat(sock: zmq.Socket[bytes], cfg: NodeConfig) -> None:
     sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(cfg.down_after * 1000) + ivl)
     sock.setsockopt(zmq.HEARTBEAT_TTL, int(cfg.down_after * 1000) + ivl)
+
+
+def _fd(sock: zmq.Socket[bytes]) -> int:
+    """The socket's ZMQ_FD: readable whenever its ZMQ_EVENTS may have changed."""
+    return int(sock.getsockopt(zmq.FD))
