@@ -12,6 +12,7 @@ from zmesh.errors import (
     DecodeError,
     EmptyRing,
     EncodeError,
+    NameTaken,
     NodeDown,
     NoProc,
     ProcessExited,
@@ -21,8 +22,17 @@ from zmesh.errors import (
     ZmeshError,
 )
 from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
 from zmesh.runtime.node import Node
-from zmesh.runtime.process import Process
+from zmesh.runtime.process import ExitProcess, Process
+from zmesh.runtime.supervisor import (
+    ChildInfo,
+    ChildSpec,
+    DynamicSupervisor,
+    Supervisor,
+    SupervisorError,
+    child,
+)
 from zmesh.terms import (
     KILL,
     KILLED,
@@ -46,18 +56,26 @@ __all__ = [
     "NAME_CONFLICT",
     "NOCONNECTION",
     "NOPROC",
+    "NOREPLY",
     "NORMAL",
     "SHUTDOWN",
     "CallError",
     "CallTimeout",
+    "Caller",
+    "ChildInfo",
+    "ChildSpec",
     "ConfigError",
     "ConnectError",
     "DecodeError",
     "Down",
+    "DynamicSupervisor",
     "EmptyRing",
     "EncodeError",
     "Exit",
+    "ExitProcess",
+    "GenServer",
     "NameConflict",
+    "NameTaken",
     "NoProc",
     "Node",
     "NodeConfig",
@@ -69,6 +87,9 @@ __all__ = [
     "ReceiveTimeout",
     "Ref",
     "RemoteError",
+    "Supervisor",
+    "SupervisorError",
     "ZmeshError",
     "__version__",
+    "child",
 ]

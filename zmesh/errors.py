@@ -23,6 +23,24 @@ class NoProc(ZmeshError):
     """The target process does not exist, died during the request, or its node was lost."""
 
 
+class CallError(NoProc):
+    """The server exited while handling the call; `reason` is its exit reason."""
+
+    def __init__(self, target: object, reason: object) -> None:
+        super().__init__(f"{target} exited during the call: {reason!r}")
+        self.target = target
+        self.reason = reason
+
+
+class NameTaken(ZmeshError):
+    """`start(..., name=)` found the name registered to another process (`owner`)."""
+
+    def __init__(self, name: str, owner: object) -> None:
+        super().__init__(f"the name {name!r} is registered to {owner}")
+        self.name = name
+        self.owner = owner
+
+
 class ReceiveTimeout(ZmeshError, TimeoutError):
     """`Process.receive` found no matching message within its timeout."""
 
@@ -36,14 +54,6 @@ class ProcessExited(ZmeshError):
 
     def __init__(self, reason: object) -> None:
         super().__init__(f"process exited: {reason!r}")
-        self.reason = reason
-
-
-class CallError(ZmeshError):
-    """The server crashed while handling a call; `reason` is its exit reason."""
-
-    def __init__(self, reason: object) -> None:
-        super().__init__(f"server exited during call: {reason!r}")
         self.reason = reason
 
 

@@ -101,7 +101,7 @@ async def test_links_and_monitors_fire_noconnection_when_a_node_leaves() -> None
     async with Node("stay", cookie=COOKIE, config=FAST) as stay, stay.process() as me:
         me.trap_exit = True
         leaving = Node("leave", cookie=COOKIE, config=FAST)
-        await leaving.start()
+        await leaving.boot()
         await stay.connect(leaving.address)  # type: ignore[arg-type]
         pid = leaving.spawn(app.idle)
         ref = me.monitor(pid)
@@ -179,14 +179,14 @@ async def test_load_of_an_unknown_module_fails_at_start() -> None:
 async def test_restarted_node_rejoins_and_its_old_pids_are_dead() -> None:
     async with Node("keep", cookie=COOKIE, config=FAST) as keep:
         first = Node("phoenix", cookie=COOKIE, config=FAST)
-        await first.start()
+        await first.boot()
         await keep.connect(first.address)  # type: ignore[arg-type]
         old_pid = first.spawn(app.idle)
         address = first.address
         await first.stop()
         await wait_until(lambda: keep.nodes() == [])
         second = Node("phoenix", cookie=COOKIE, listen=address, config=FAST)
-        await second.start()
+        await second.boot()
         try:
             await keep.connect(address)  # type: ignore[arg-type]
             assert keep.nodes() == ["phoenix"]
@@ -215,7 +215,7 @@ async def test_seeds_are_retried_until_they_come_up() -> None:
 async def test_paused_peer_is_declared_down_by_heartbeat() -> None:
     async with Node("watch", cookie=COOKIE, config=FAST) as watch:
         frozen = Node("frozen", cookie=COOKIE, config=FAST)
-        await frozen.start()
+        await frozen.boot()
         try:
             await watch.connect(frozen.address)  # type: ignore[arg-type]
             assert frozen._dist is not None

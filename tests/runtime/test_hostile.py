@@ -192,8 +192,8 @@ def fuzz_pair():  # type: ignore[no-untyped-def]
     loop = asyncio.new_event_loop()
     a = Node("a", cookie=COOKIE)
     b = Node("b", cookie=COOKIE)
-    loop.run_until_complete(a.start())
-    loop.run_until_complete(b.start())
+    loop.run_until_complete(a.boot())
+    loop.run_until_complete(b.boot())
     loop.run_until_complete(b.connect(a.address))  # type: ignore[arg-type]
     loop.run_until_complete(asyncio.sleep(0.1))
     assert a._dist is not None

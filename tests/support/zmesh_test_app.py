@@ -26,3 +26,25 @@ async def idle(proc: zmesh.Process) -> None:
 
 
 NOT_CALLABLE = 42
+
+
+class Counter(zmesh.GenServer):
+    """The seed's DistributedCounter, written as the API contract shows."""
+
+    async def init(self, start: int = 0) -> None:
+        self.count = start
+
+    async def handle_call(self, request: object, caller: object) -> object:
+        if request == "increment":
+            self.count += 1
+        elif request == "where":
+            return self.node.name
+        elif request == "crash":
+            raise RuntimeError("asked to crash")
+        elif request == "hold":
+            return zmesh.NOREPLY
+        return self.count
+
+    async def handle_cast(self, request: object) -> None:
+        if request == "reset":
+            self.count = 0

@@ -130,6 +130,7 @@ class Distribution:
         self._requests: dict[Ref, tuple[str, asyncio.Future[Any]]] = {}
         self._handlers: dict[str, RequestHandler] = {
             "spawn": self._handle_spawn,
+            "start": self._handle_start,
             "info": lambda sender, body: self.node.info(),
         }
         self._cast_handlers: dict[str, CastHandler] = {}
@@ -848,6 +849,12 @@ class Distribution:
         if not callable(fn):
             raise RemoteError(f"{ref!r} is not callable")
         return self.node.spawn(fn, *args)
+
+    async def _handle_start(self, sender: str, body: Any) -> Pid:
+        ref, args, name, timeout = body
+        cls = resolve(ref, self.load)
+        pid: Pid = await self.node._start_local(cls, list(args), name, float(timeout))
+        return pid
 
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)

@@ -17,13 +17,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zmesh.errors import ConfigError, NoProc, ZmeshError
+from zmesh.errors import CallError, CallTimeout, ConfigError, NameTaken, NoProc, ZmeshError
 from zmesh.runtime.config import NodeConfig
-from zmesh.runtime.process import Process
+from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
+    from zmesh.runtime.gen_server import GenServer
+    from zmesh.runtime.supervisor import ChildInfo, ChildSpec
 
 log = logging.getLogger("zmesh.node")
 
@@ -78,14 +80,17 @@ class Node:
     # -- lifecycle ------------------------------------------------------------------
 
     async def __aenter__(self) -> Node:
-        await self.start()
+        await self.boot()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        """Bind, import the loadable modules and join the seeds (in the background)."""
+    async def boot(self) -> None:
+        """Bind, import the loadable modules and join the seeds (in the background).
+
+        `async with node:` calls this; call it directly to manage the lifetime by hand.
+        """
         if self._started:
             raise ConfigError(f"node {self.name!r} is already started")
         self._started = True
@@ -198,6 +203,8 @@ class Node:
             exc = task.exception()
             if exc is None:
                 reason = NORMAL
+            elif isinstance(exc, ExitProcess):
+                reason = exc.reason
             else:
                 reason = crash_reason(exc)
                 log.error("process %s crashed: %s", proc.pid, reason, exc_info=exc)
@@ -447,12 +454,175 @@ class Node:
         result: dict[str, Any] = await self._need_dist().request(node, "info", None, timeout)
         return result
 
+    # -- GenServer ---------------------------------------------------------------------------
+
+    async def start(
+        self,
+        server: type[GenServer] | str | None = None,
+        *args: Any,
+        name: str | None = None,
+        on: str | None = None,
+        timeout: float | None = None,
+    ) -> Pid:
+        """Start a GenServer `server(*args)` and return its pid once `init` has returned.
+
+        `on` starts it on that node (by "module:qualname", see `spawn_remote`); `name`
+        registers it globally, and `start` returns only once `whereis(name)` here finds
+        it. Raises CallError if `init` fails, NameTaken if `name` is taken, NodeDown /
+        RemoteError / CallTimeout for a remote start.
+        """
+        if server is None:  # pragma: no cover - the pre-0.1 spelling of boot()
+            await self.boot()
+            return self.system_pid
+        timeout = self.config.call_timeout if timeout is None else timeout
+        if on is not None and on != self.name:
+            from zmesh.runtime.loader import reference
+
+            body = [reference(server), list(args), name, timeout]
+            pid = await self._need_dist().request(on, "start", body, timeout + 1.0)
+            if name is not None:
+                await self._await_name(name, pid, timeout)
+            return pid  # type: ignore[no-any-return]
+        from zmesh.runtime.loader import resolve
+
+        cls = resolve(server, None)
+        return await self._start_local(cls, list(args), name, timeout)
+
+    async def _start_local(
+        self, cls: Any, args: list[Any], name: str | None, timeout: float
+    ) -> Pid:
+        from zmesh.runtime import gen_server
+
+        if not gen_server.is_server(cls):
+            raise ConfigError(f"start needs a GenServer subclass, got {cls!r}")
+        async with self.process() as me:
+            pid = self.spawn(_named_server, cls, args, me.pid, name)
+            ref = me.monitor(pid)
+            ack = await me.receive(
+                lambda m: (
+                    (type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid)
+                    or (type(m) is Down and m.ref == ref)
+                ),
+                timeout=timeout,
+            )
+            if type(ack) is not Down and not ack[2]:
+                # Like OTP's start_link: report a failed init once the server is gone.
+                await me.receive(lambda m: type(m) is Down and m.ref == ref, timeout=timeout)
+            me.demonitor(ref)
+        if type(ack) is Down:
+            raise CallError(pid, ack.reason)
+        if not ack[2]:
+            if isinstance(ack[3], tuple) and ack[3][:1] == ("name_taken",):
+                raise NameTaken(ack[3][1], ack[3][2])
+            raise CallError(pid, ack[3])
+        return pid
+
+    async def _await_name(self, name: str, pid: Pid, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.whereis(name) != pid:
+            if loop.time() > deadline:
+                raise CallTimeout(f"{name!r} was registered but is not visible here yet")
+            await asyncio.sleep(0.001)
+
+    async def call(self, target: Pid | str, request: Any, *, timeout: float | None = None) -> Any:
+        """Call a GenServer (a pid or a global name) and return its reply.
+
+        Raises CallTimeout (a TimeoutError) after `timeout`, NoProc if the target does
+        not exist or its node is lost, CallError (a NoProc) if it exits during the call.
+        """
+        from zmesh.runtime import gen_server
+
+        pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
+        timeout = self.config.call_timeout if timeout is None else timeout
+        return await gen_server.call(self, pid, request, timeout)
+
+    def cast(self, target: Pid | str, request: Any) -> None:
+        """Send a request that expects no reply; never waits, never fails (like send)."""
+        from zmesh.runtime.gen_server import CAST
+
+        self.send(target, (CAST, request))
+
+    # -- supervisors ---------------------------------------------------------------------------
+
+    async def start_supervisor(
+        self,
+        children: Sequence[ChildSpec],
+        *,
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        name: str | None = None,
+    ) -> Pid:
+        """Start a Supervisor over `children` (see `zmesh.child`); returns once all started."""
+        from zmesh.runtime.supervisor import Supervisor
+
+        args = (list(children), strategy, max_restarts, max_seconds)
+        return await self.start(Supervisor, *args, name=name)
+
+    async def start_dynamic_supervisor(
+        self,
+        *,
+        max_children: int | None = None,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        name: str | None = None,
+    ) -> Pid:
+        """Start a DynamicSupervisor; add children with `start_child`."""
+        from zmesh.runtime.supervisor import DynamicSupervisor
+
+        return await self.start(
+            DynamicSupervisor, max_children, max_restarts, max_seconds, name=name
+        )
+
+    async def _supervisor_request(self, sup: Pid | str, *request: Any) -> Any:
+        from zmesh.runtime.supervisor import SupervisorError
+
+        reply = await self.call(sup, request)
+        if reply[0] == "error":
+            raise SupervisorError(reply[2])
+        return reply[1]
+
+    async def start_child(self, sup: Pid | str, spec: ChildSpec) -> Pid:
+        """Start `spec` under the DynamicSupervisor `sup`; SupervisorError at max_children."""
+        pid: Pid = await self._supervisor_request(sup, "start_child", spec)
+        return pid
+
+    async def terminate_child(self, sup: Pid | str, child: str | Pid) -> None:
+        """Stop a child (by id, or by pid for a DynamicSupervisor); it is not restarted."""
+        await self._supervisor_request(sup, "terminate_child", child)
+
+    async def restart_child(self, sup: Pid | str, child_id: str) -> Pid:
+        """Start again a child stopped with `terminate_child`."""
+        pid: Pid = await self._supervisor_request(sup, "restart_child", child_id)
+        return pid
+
+    async def which_children(self, sup: Pid | str) -> list[ChildInfo]:
+        """The supervisor's children in start order, with their pids (None if stopped)."""
+        rows: list[ChildInfo] = await self._supervisor_request(sup, "which_children")
+        return rows
+
     def stats(self) -> dict[str, int]:
         """Counters: processes, peers, and every kind of refused inbound frame."""
         out = {"processes": len(self._procs)}
         if self._dist is not None:
             out.update(self._dist.stats())
         return out
+
+
+async def _named_server(
+    proc: Process, cls: type[GenServer], args: list[Any], starter: Pid, name: str | None
+) -> None:
+    """Register `name` (if any), then run the GenServer engine."""
+    from zmesh.runtime import gen_server
+
+    if name is not None:
+        node = proc.node
+        if not await node.register(name, proc.pid):
+            owner = node.whereis(name)
+            node.send(starter, ("$gen_init", proc.pid, False, ("name_taken", name, owner)))
+            return
+    await gen_server.serve(proc, cls, args, starter)
 
 
 def _check_node_name(name: str) -> None:

@@ -157,6 +157,15 @@ class Process:
         return pid
 
 
+class ExitProcess(Exception):
+    """Raise inside a process to exit with exactly `reason` (Erlang's `exit(Reason)`):
+    no crash report, and links and monitors see `reason` itself."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _expire(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
         waiter.set_result(False)

@@ -1,0 +1,196 @@
+"""GenServer: the generic server engine (OTP's gen_server). Users override the hooks.
+
+Calls and casts are ordinary messages, so they keep per-sender order and work across
+nodes unchanged: `("$gen_call", (caller_pid, ref), request)` and
+`("$gen_cast", request)`; the reply is `(ref, value)` sent to the caller's pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from zmesh.errors import CallError, CallTimeout, NoProc
+from zmesh.runtime.process import ExitProcess
+from zmesh.terms import NORMAL, Down, Exit, Pid, Ref, crash_reason
+
+if TYPE_CHECKING:
+    from zmesh.runtime.node import Node
+    from zmesh.runtime.process import Process
+
+log = logging.getLogger("zmesh.gen_server")
+
+CALL: Final = "$gen_call"
+CAST: Final = "$gen_cast"
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "zmesh.NOREPLY"
+
+
+#: Return this from `handle_call` to reply later with `self.reply(caller, value)`.
+NOREPLY: Final = _NoReply()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is waiting for a reply: the calling process and the call's reference."""
+
+    pid: Pid
+    ref: Ref
+
+
+class _Stop(Exception):
+    def __init__(self, reason: object) -> None:
+        self.reason = reason
+
+
+class GenServer:
+    """Base class of a generic server. Override the hooks you need; all may be async.
+
+    - `init(*args)`: set up state; an exception fails `start`.
+    - `handle_call(request, caller)`: return the reply, or `NOREPLY` to answer later
+      with `self.reply(caller, value)`.
+    - `handle_cast(request)`, `handle_info(message)`: no reply.
+    - `terminate(reason)`: called when the server stops (a crash, `self.stop`, an exit
+      signal it traps, or "shutdown" from its supervisor).
+
+    Inside the hooks `self.pid` is the server's pid and `self.node` its `Node`. An
+    exception in a hook crashes the server with a reason naming the exception.
+    """
+
+    pid: Pid
+    node: Node
+    process: Process
+
+    async def init(self, *args: Any) -> None:
+        """Set up the server's state from the arguments given to `start`."""
+
+    async def handle_call(self, request: Any, caller: Caller) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not handle calls ({request!r})")
+
+    async def handle_cast(self, request: Any) -> None:
+        log.warning("%s: unhandled cast %r", type(self).__name__, request)
+
+    async def handle_info(self, message: Any) -> None:
+        log.warning("%s: unhandled message %r", type(self).__name__, message)
+
+    async def terminate(self, reason: object) -> None:
+        """Clean up before the server exits with `reason`."""
+
+    def reply(self, caller: Caller, value: Any) -> None:
+        """Answer a call that `handle_call` deferred with `NOREPLY`."""
+        self.node.send(caller.pid, (caller.ref, value))
+
+    def stop(self, reason: object = NORMAL) -> None:
+        """Stop the server after the current hook returns: `terminate(reason)`, then exit."""
+        raise _Stop(reason)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value):
+        return await value
+    return value
+
+
+async def serve(proc: Process, cls: type[GenServer], args: list[Any], starter: Pid | None) -> None:
+    """The engine: init, acknowledge `starter`, then dispatch messages to the hooks.
+
+    `starter` is also the server's parent: an exit signal from it, trapped, stops the
+    server through `terminate` (how a supervisor shuts a child down)."""
+    server = cls.__new__(cls)
+    server.pid = proc.pid
+    server.node = proc.node
+    server.process = proc
+    node = proc.node
+    try:
+        await _maybe_await(server.init(*args))
+    except _Stop as stop:
+        if starter is not None:
+            node.send(starter, ("$gen_init", proc.pid, False, stop.reason))
+        _exit_with(stop.reason)
+    except Exception as exc:
+        if starter is not None:
+            node.send(starter, ("$gen_init", proc.pid, False, crash_reason(exc)))
+        raise
+    if starter is not None:
+        node.send(starter, ("$gen_init", proc.pid, True, None))
+    reason: object = NORMAL
+    try:
+        while True:
+            message = await proc.receive()
+            if type(message) is tuple and message and message[0] == CALL and len(message) == 3:
+                (caller_pid, ref), request = message[1], message[2]
+                caller = Caller(caller_pid, ref)
+                result = await _maybe_await(server.handle_call(request, caller))
+                if result is not NOREPLY:
+                    node.send(caller_pid, (ref, result))
+            elif type(message) is tuple and len(message) == 2 and message[0] == CAST:
+                await _maybe_await(server.handle_cast(message[1]))
+            elif type(message) is Exit and message.reason != NORMAL and proc.trap_exit:
+                # The parent (a supervisor), or the node itself (node.exit), says stop.
+                if message.pid == starter or message.pid == node.system_pid:
+                    raise _Stop(message.reason)
+                await _maybe_await(server.handle_info(message))
+            else:
+                await _maybe_await(server.handle_info(message))
+    except _Stop as stop:
+        reason = stop.reason
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        reason = crash_reason(exc)
+        log.error("%s %s crashed: %s", cls.__name__, proc.pid, reason, exc_info=exc)
+        await _terminate(server, reason)
+        raise
+    await _terminate(server, reason)
+    _exit_with(reason)
+
+
+async def _terminate(server: GenServer, reason: object) -> None:
+    try:
+        await _maybe_await(server.terminate(reason))
+    except Exception:
+        log.exception("%s.terminate failed", type(server).__name__)
+
+
+def _exit_with(reason: object) -> None:
+    if reason != NORMAL:
+        raise ExitProcess(reason)
+
+
+async def call(node: Node, target: Pid, request: Any, timeout: float) -> Any:
+    """Send a call to `target` and wait for its reply (see `Node.call`)."""
+    async with node.process() as me:
+        ref = me.monitor(target)
+        node.send(target, (CALL, (me.pid, ref), request))
+        try:
+            message = await me.receive(
+                lambda m: (
+                    (type(m) is tuple and len(m) == 2 and m[0] == ref)
+                    or (type(m) is Down and m.ref == ref)
+                ),
+                timeout=timeout,
+            )
+        except TimeoutError:
+            raise CallTimeout(f"{target} did not reply within {timeout} s") from None
+        if type(message) is Down:
+            raise _call_failed(target, message.reason)
+        me.demonitor(ref)
+        return message[1]
+
+
+def _call_failed(target: Pid, reason: object) -> NoProc:
+    if reason in ("noproc", "noconnection"):
+        what = "does not exist" if reason == "noproc" else "is on a node that was lost"
+        return NoProc(f"{target} {what}")
+    return CallError(target, reason)
+
+
+def is_server(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, GenServer)
