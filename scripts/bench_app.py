@@ -19,3 +19,14 @@ async def echo(proc: zmesh.Process) -> None:
     while True:
         sender, msg = await receive()
         send(sender, msg)
+
+
+class Counter(zmesh.GenServer):
+    """A minimal server for call benchmarks."""
+
+    async def init(self) -> None:
+        self.count = 0
+
+    async def handle_call(self, request: object, caller: zmesh.Caller) -> int:
+        self.count += 1
+        return self.count

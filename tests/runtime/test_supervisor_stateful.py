@@ -8,6 +8,7 @@ Bounded: 25 examples of at most 12 steps (`settings` below); about 5 s in CI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from hypothesis import settings
@@ -92,10 +93,8 @@ class SupervisionMachine(RuleBasedStateMachine):
         if how == "kill":
             self.node.exit(pid, "kill")
         else:
-            try:
+            with contextlib.suppress(zmesh.NoProc):
                 self.run(self.node.call(pid, how))
-            except zmesh.NoProc:
-                pass
         abnormal = how != "stop"
         self.running[victim] = False
         expected = self.model_exit(victim, abnormal)

@@ -140,7 +140,6 @@ class Distribution:
         self.paused = False
         self.counters: Counter[str] = Counter()
         self._log_budget: Counter[str] = Counter()
-        self.registry: Any = None  # set by the registry subsystem
         self._dispatch: dict[int, Callable[[Peer, list[Any]], None]] = {
             Kind.SEND: self._on_send,
             Kind.LINK: self._on_link,

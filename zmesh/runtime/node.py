@@ -23,8 +23,12 @@ from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
+    from zmesh.core.ring import HashRing
     from zmesh.runtime.dist import Distribution
     from zmesh.runtime.gen_server import GenServer
+    from zmesh.runtime.groups import Groups
+    from zmesh.runtime.live_ring import LiveRing
+    from zmesh.runtime.registry import Registry
     from zmesh.runtime.supervisor import ChildInfo, ChildSpec
 
 log = logging.getLogger("zmesh.node")
@@ -68,6 +72,9 @@ class Node:
         self.system_pid = Pid(self.name, 0, self.creation)
         self._exit_hooks: list[Callable[[Pid, object], None]] = []
         self._dist: Distribution | None = None
+        self._registry: Registry | None = None
+        self._groups: Groups | None = None
+        self._ring: LiveRing | None = None
         self._started = False
         self._stopping = False
         self._gc_owner = False
@@ -100,9 +107,17 @@ class Node:
             from zmesh.runtime.dist import Distribution
 
             self._dist = Distribution(self, self._listen, self._cookie, self._load)
-            await self._dist.start(self._seeds)
         elif self._seeds:
             raise ConfigError("seeds given to a node without `listen`: nothing to join with")
+        from zmesh.runtime.groups import Groups
+        from zmesh.runtime.live_ring import LiveRing
+        from zmesh.runtime.registry import Registry
+
+        self._registry = Registry(self)
+        self._groups = Groups(self)
+        self._ring = LiveRing(self)
+        if self._dist is not None:
+            await self._dist.start(self._seeds)
 
     async def stop(self) -> None:
         """Tell peers we leave, end every process, close every socket; idempotent."""
@@ -253,14 +268,66 @@ class Node:
             return self.whereis(dest)
         raise TypeError(f"send needs a Pid or a registered name, got {dest!r}")
 
+    # -- the global registry and process groups -----------------------------------------------
+
     def whereis(self, name: str) -> Pid | None:
         """The pid registered under `name`, from the local replica (no round trip)."""
-        registry = self._registry
-        return registry.whereis(name) if registry is not None else None
+        return self._registry.whereis(name) if self._registry is not None else None
+
+    async def register(self, name: str, pid: Pid) -> bool:
+        """Register `pid` under `name` across the cluster: True, or False if the name is
+        taken (or `pid` is dead). Of several racing registrations exactly one wins while
+        the cluster is connected. The name goes when the process exits or its node is lost.
+        """
+        _check_name(name)
+        return await self._need_registry().register(name, pid)
+
+    async def unregister(self, name: str) -> None:
+        """Remove `name` everywhere (no effect if it is not registered)."""
+        await self._need_registry().unregister(name)
+
+    def registered(self) -> list[str]:
+        """Every registered name, sorted, from the local replica."""
+        return self._registry.registered() if self._registry is not None else []
 
     @property
-    def _registry(self) -> Any:
-        return self._dist.registry if self._dist is not None else None
+    def pg(self) -> Groups:
+        """Process groups: `join(group, pid)`, `leave`, `members`, `local_members`."""
+        if self._groups is None:
+            raise ConfigError(f"node {self.name!r} is not started")
+        return self._groups
+
+    @property
+    def ring(self) -> HashRing:
+        """The consistent-hash ring over the cluster's current members, this node included.
+
+        Replaced (never mutated) on every node up/down; `watch_ring` reports changes.
+        """
+        if self._ring is None:
+            raise ConfigError(f"node {self.name!r} is not started")
+        return self._ring.ring
+
+    def watch_ring(self, watcher: Callable[[HashRing], None]) -> Callable[[], None]:
+        """Call `watcher(ring)` after every membership change; returns an unsubscribe."""
+        if self._ring is None:
+            raise ConfigError(f"node {self.name!r} is not started")
+        return self._ring.watch(watcher)
+
+    def ring_changes(self) -> AsyncIterator[HashRing]:
+        """An async iterator of the ring after each membership change."""
+        if self._ring is None:
+            raise ConfigError(f"node {self.name!r} is not started")
+        return self._ring.changes()
+
+    def subscribe_nodes(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call `listener(event, name)` with event "up" or "down" for every peer change;
+        returns an unsubscribe function."""
+        return self._need_dist().subscribe(listener)
+
+    def _need_registry(self) -> Registry:
+        if self._registry is None:
+            raise ConfigError(f"node {self.name!r} is not started")
+        return self._registry
 
     # -- exit signals, links, monitors --------------------------------------------------
 
@@ -623,6 +690,11 @@ async def _named_server(
             node.send(starter, ("$gen_init", proc.pid, False, ("name_taken", name, owner)))
             return
     await gen_server.serve(proc, cls, args, starter)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not 0 < len(name) <= 255:
+        raise ConfigError(f"a registered name must be a str of 1-255 characters, got {name!r}")
 
 
 def _check_node_name(name: str) -> None:

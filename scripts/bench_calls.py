@@ -1,0 +1,116 @@
+"""GenServer call latency (local and remote) and supervised restart time.
+
+The remote figures sit beside a raw pyzmq blocking DEALER/ROUTER ping-pong measured
+in the same run (the same baseline as bench_remote.py).
+
+    python scripts/bench_calls.py [--calls 20000] [--remote-calls 5000] [--repeat 3] [--uvloop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_app
+from bench_remote import percentile, raw, run, start_far_node
+
+import zmesh
+
+
+async def local_calls(n: int) -> list[float]:
+    async with zmesh.Node("bench", listen=None) as node:
+        pid = await node.start(bench_app.Counter)
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await node.call(pid, "inc")
+            samples.append(time.perf_counter() - t)
+        return samples
+
+
+async def remote_calls(address: str, n: int) -> list[float]:
+    async with zmesh.Node("near", cookie="bench") as node:
+        await node.connect(address)
+        pid = await node.start("bench_app:Counter", on="far")
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await node.call(pid, "inc")
+            samples.append(time.perf_counter() - t)
+        return samples
+
+
+async def restart_times(n: int) -> list[float]:
+    """Kill a supervised named child; time until `whereis(name)` finds the new one."""
+    async with zmesh.Node("bench", listen=None) as node:
+        await node.start_supervisor(
+            [zmesh.child(bench_app.Counter, name="svc")], max_restarts=n + 1, max_seconds=3600
+        )
+        samples = []
+        for _ in range(n):
+            old = node.whereis("svc")
+            assert old is not None
+            t = time.perf_counter()
+            node.exit(old, "kill")
+            while node.whereis("svc") in (None, old):
+                await asyncio.sleep(0)
+            samples.append(time.perf_counter() - t)
+        return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--remote-calls", type=int, default=5_000)
+    parser.add_argument("--restarts", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    uv = args.uvloop
+    local = [run(local_calls(args.calls), uv) for _ in range(args.repeat)]
+    raw_rt, remote = [], []
+    far, address = start_far_node(uv)
+    try:
+        for _ in range(args.repeat):
+            raw_rt.append(raw("pingpong", args.remote_calls))
+            remote.append(run(remote_calls(address, args.remote_calls), uv))
+    finally:
+        far.terminate()
+        far.wait(10)
+    restarts = run(restart_times(args.restarts), uv)
+
+    def med(runs: list[list[float]]) -> float:
+        return statistics.median(statistics.median(r) for r in runs) * 1e6
+
+    def p99(runs: list[list[float]]) -> float:
+        return statistics.median(percentile(r, 0.99) for r in runs) * 1e6
+
+    r_med = med(raw_rt)  # type: ignore[arg-type]
+    loop = "uvloop" if uv else "asyncio"
+    print(f"GenServer calls and restarts ({loop}; median of {args.repeat} runs)")
+    print(f"{'figure':42} {'value':>10} {'raw pyzmq':>10} {'ratio':>7}  target")
+    print(f"{'local call median (us)':42} {med(local):10.1f} {'':>10} {'':>7}  <= 20 us")
+    print(f"{'local call p99 (us)':42} {p99(local):10.1f}")
+    print(f"{'local calls per second (sequential)':42} {1e6 / med(local):10,.0f}")
+    print(
+        f"{'remote call median (us)':42} {med(remote):10.1f} {r_med:10.1f} "
+        f"{med(remote) / r_med:6.2f}x  <= 2.0x"
+    )
+    print(f"{'remote call p99 (us)':42} {p99(remote):10.1f} {p99(raw_rt):10.1f}")  # type: ignore[arg-type]
+    rs = sorted(restarts)
+    print(
+        f"{'killed child back under its name, median (ms)':42} {statistics.median(rs) * 1e3:10.3f}"
+    )
+    print(
+        f"{'killed child back under its name, max (ms)':42} {rs[-1] * 1e3:10.3f}  {'':>18}<= 10 ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The global name registry at run time: the pure `RegistryState` replicated by broadcast.
+
+Registering a name takes one round trip to the name's leader (chosen by rendezvous
+hashing over the members, the same on every node that shares the membership view),
+which grants it to exactly one of several racing claimants. The winner's node then
+applies the registration and broadcasts it; every op about a pid is sent by the pid's
+own node, so the ops of one process arrive in order everywhere. A node that comes up
+gets the full table. After a partition heals the replicas merge and every node picks
+the same owner per name (the earliest registration); the loser's node applies the
+resolve policy (`NodeConfig.resolve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from zmesh.core.registry_state import Conflict, Entry, RegistryState, Stamp, leader_for
+from zmesh.errors import NodeDown
+from zmesh.terms import NAME_CONFLICT, NameConflict, Pid
+
+if TYPE_CHECKING:
+    from zmesh.runtime.node import Node
+
+log = logging.getLogger("zmesh.registry")
+
+_HOLD = 5.0  # how long a leader's grant waits for the winner's broadcast
+
+
+def _wire(entry: Entry) -> list[Any]:
+    s = entry.stamp
+    return [entry.name, entry.pid, s.time, s.node, s.seq]
+
+
+def _entry(data: Any) -> Entry:
+    name, pid, t, node, seq = data
+    if type(pid) is not Pid or type(name) is not str:
+        raise TypeError(f"not a registry entry: {data!r}")
+    return Entry(name, pid, Stamp(float(t), str(node), int(seq)))
+
+
+class Registry:
+    """One node's replica and the protocol that keeps it in step with the others."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.state = RegistryState()
+        self._seq = itertools.count(1)
+        node.on_exit(self._on_exit)
+        dist = node._dist
+        if dist is not None:
+            dist.handle("reg.reserve", self._on_reserve)
+            dist.handle("reg.register", self._on_register_request)
+            dist.handle_cast("reg.add", self._on_add)
+            dist.handle_cast("reg.remove", self._on_remove)
+            dist.handle_cast("reg.table", self._on_table)
+            dist.subscribe(self._on_node_event)
+
+    # -- reads (local replica) ---------------------------------------------------------------
+
+    def whereis(self, name: str) -> Pid | None:
+        return self.state.whereis(name)
+
+    def registered(self) -> list[str]:
+        return self.state.names()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def register(self, name: str, pid: Pid) -> bool:
+        node = self.node
+        if pid.node != node.name:
+            return bool(await self._ask_host(pid, ["register", name, pid]))
+        if not node.is_alive(pid):
+            return False
+        current = self.state.whereis(name)
+        if current == pid:
+            return True
+        if current is not None:
+            return False
+        if not await self._reserve(name, pid):
+            return False
+        if not node.is_alive(pid):  # it died while we asked
+            return False
+        entry = Entry(name, pid, Stamp(time.time(), node.name, next(self._seq)))
+        self._apply(self.state.add(entry, self._now()))
+        self._broadcast("reg.add", _wire(entry))
+        return self.state.whereis(name) == pid
+
+    async def _reserve(self, name: str, pid: Pid) -> bool:
+        for _ in range(3):  # the leader may go down between choosing it and asking it
+            leader = leader_for(name, self._members())
+            if leader == self.node.name:
+                return self.state.reserve(name, pid, self._now(), _HOLD)
+            dist = self.node._dist
+            assert dist is not None
+            try:
+                return bool(await dist.request(leader, "reg.reserve", [name, pid], None))
+            except NodeDown:
+                await asyncio.sleep(0.01)
+        return False
+
+    async def unregister(self, name: str) -> None:
+        entry = self.state.entry(name)
+        if entry is None:
+            return
+        if entry.pid.node != self.node.name:
+            await self._ask_host(entry.pid, ["unregister", name, entry.pid])
+            return
+        self._remove(entry)
+
+    def _remove(self, entry: Entry) -> None:
+        self._apply(self.state.remove(entry.name, entry.stamp, self._now()))
+        self._broadcast("reg.remove", _wire(entry))
+
+    async def _ask_host(self, pid: Pid, body: list[Any]) -> Any:
+        dist = self.node._dist
+        if dist is None:
+            return False
+        return await dist.request(pid.node, "reg.register", body, None)
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    def _members(self) -> list[str]:
+        return [self.node.name, *self.node.nodes()]
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _broadcast(self, op: str, body: Any) -> None:
+        if self.node._dist is not None:
+            self.node._dist.broadcast(op, body)
+
+    def _on_reserve(self, sender: str, body: Any) -> bool:
+        name, pid = body
+        if type(pid) is not Pid or pid.node != sender:
+            raise TypeError("a node may only reserve names for its own processes")
+        return self.state.reserve(name, pid, self._now(), _HOLD)
+
+    async def _on_register_request(self, sender: str, body: Any) -> bool:
+        op, name, pid = body
+        if op == "register":
+            return await self.register(name, pid)
+        await self.unregister(name)
+        return True
+
+    def _on_add(self, sender: str, body: Any) -> None:
+        entry = _entry(body)
+        if entry.pid.node != sender:
+            raise TypeError(f"{sender} announced a name for {entry.pid}")
+        self._apply(self.state.add(entry, self._now()))
+
+    def _on_remove(self, sender: str, body: Any) -> None:
+        entry = _entry(body)
+        self._apply(self.state.remove(entry.name, entry.stamp, self._now()))
+
+    def _on_table(self, sender: str, body: Any) -> None:
+        entries = [_entry(e) for e in body]
+        node = self.node
+        stale = [e for e in entries if e.pid.node == node.name and not node.is_alive(e.pid)]
+        now = self._now()
+        self._apply(self.state.merge((e for e in entries if e not in stale), now))
+        for entry in stale:  # a peer still lists our dead process: correct it everywhere
+            self._remove(entry)
+
+    def _on_node_event(self, event: str, name: str) -> None:
+        now = self._now()
+        if event == "down":
+            self._apply(self.state.remove_node(name, now))
+            return
+        dist = self.node._dist
+        if dist is not None:
+            dist.cast(name, "reg.table", [_wire(e) for e in self.state.snapshot()])
+        self.state.prune(now, self.node.config.tombstone_ttl)
+
+    def _on_exit(self, pid: Pid, reason: object) -> None:
+        if pid.node != self.node.name:
+            return
+        for entry in self.state.remove_pid(pid, self._now()):
+            self._broadcast("reg.remove", _wire(entry))
+
+    def _apply(self, effects: Iterable[object]) -> None:
+        """Carry out the state machine's effects: conflicts are resolved on the loser's node."""
+        node = self.node
+        for effect in effects:
+            if type(effect) is not Conflict:
+                continue
+            loser = effect.loser
+            if loser.pid.node != node.name:
+                continue
+            policy = node.config.resolve
+            log.warning(
+                "%s: name %r: %s loses to %s (%s)",
+                node.name, effect.name, loser.pid, effect.winner.pid, policy,
+            )  # fmt: skip
+            self._remove(loser)
+            if policy == "kill":
+                node._send_exit(node.system_pid, loser.pid, NAME_CONFLICT, linked=False)
+            elif policy == "notify":
+                node.send(loser.pid, NameConflict(effect.name, effect.winner.pid))
+
+
+def local_names(registry: Registry, pids: Iterable[Pid]) -> dict[Pid, list[str]]:
+    """The names each of `pids` holds (for inspection tools)."""
+    return {pid: registry.state.names_of(pid) for pid in pids}
