@@ -18,7 +18,11 @@ import sys
 import time
 from collections import deque
 
+from pathlib import Path
+
 import zmesh
+
+HERE = Path(__file__).resolve().parent
 
 MESSAGE = (b"pid", 1, "x" * 64)
 
@@ -112,6 +116,8 @@ class BareMailbox:
 
 
 async def bare_spawn(n: int) -> float:
+    """Tasks blocked on a deque+Future mailbox, with the GC thresholds a node sets."""
+    gc.set_threshold(*(zmesh.NodeConfig().gc_thresholds or gc.get_threshold()))
     async def task(box: BareMailbox) -> None:
         await box.get()
 
@@ -170,15 +176,16 @@ def run(coro_fn, *args, use_uvloop: bool = False):  # type: ignore[no-untyped-de
     return asyncio.run(coro_fn(*args))
 
 
-def memory_in_fresh_interpreter(n: int, use_uvloop: bool) -> tuple[float, float]:
-    """RSS per idle process at `n` processes, measured in a clean interpreter."""
+def fresh(fn: str, n: int, use_uvloop: bool) -> list[float]:
+    """Run benchmark `fn(n)` in a new interpreter: a heap left by an earlier run (millions
+    of dead tasks) slows the collector, so each repetition starts clean."""
     code = (
-        "import asyncio, sys; sys.path.insert(0, 'scripts'); import bench_local as b; "
-        f"print(*b.run(b.bench_memory, {n}, use_uvloop={use_uvloop}))"
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_local as b; "
+        f"r = b.run(b.{fn}, {n}, use_uvloop={use_uvloop}); "
+        "print(*(r if isinstance(r, tuple) else (r,)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    per, rate = out.stdout.split()
-    return float(per), float(rate)
+    return [float(x) for x in out.stdout.split()]
 
 
 def main() -> None:
@@ -192,9 +199,9 @@ def main() -> None:
     uv = args.uvloop
     reps = range(args.repeat)
 
-    spawn = statistics.median(run(bench_spawn, 200_000, use_uvloop=uv) for _ in reps)
-    bare_sp = statistics.median(run(bare_spawn, 200_000, use_uvloop=uv) for _ in reps)
-    per_proc, spawn_1m = memory_in_fresh_interpreter(args.processes, uv)
+    spawn = statistics.median(fresh("bench_spawn", 200_000, uv)[0] for _ in reps)
+    bare_sp = statistics.median(fresh("bare_spawn", 200_000, uv)[0] for _ in reps)
+    per_proc, spawn_1m = fresh("bench_memory", args.processes, uv)
     one_way = statistics.median(run(bench_one_way, args.messages, use_uvloop=uv) for _ in reps)
     bare_ow = statistics.median(run(bare_one_way, args.messages, use_uvloop=uv) for _ in reps)
     pp = run(bench_ping_pong, args.rounds, use_uvloop=uv)

@@ -142,14 +142,12 @@ class Node:
 
     def _tune_gc(self) -> None:
         global _gc_users, _gc_saved
-        threshold = self.config.gc_threshold
-        if threshold is None:
+        thresholds = self.config.gc_thresholds
+        if thresholds is None:
             return
         if _gc_users == 0:
             _gc_saved = gc.get_threshold()
-            if _gc_saved[0] < threshold:
-                # Millions of young task objects would trigger a collection every 700 allocations.
-                gc.set_threshold(threshold, _gc_saved[1], _gc_saved[2])
+            gc.set_threshold(*thresholds)
         _gc_users += 1
         self._gc_owner = True
 
