@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-
 from pathlib import Path
 
 import zmesh
