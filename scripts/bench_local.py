@@ -117,6 +117,7 @@ class BareMailbox:
 async def bare_spawn(n: int) -> float:
     """Tasks blocked on a deque+Future mailbox, with the GC thresholds a node sets."""
     gc.set_threshold(*(zmesh.NodeConfig().gc_thresholds or gc.get_threshold()))
+
     async def task(box: BareMailbox) -> None:
         await box.get()
 

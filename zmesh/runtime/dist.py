@@ -334,7 +334,7 @@ class Distribution:
                     self.counters["heartbeat_timeouts"] += 1
                     self._forget(peer, NOCONNECTION)
                 elif now - peer.link.last_flush >= cfg.tick * 0.5:
-                    self._emit(peer, Kind.HEARTBEAT)
+                    self._signal(peer, Kind.HEARTBEAT)
             for identity, pending in list(self._inbound.items()):
                 if pending.deadline < now:
                     del self._inbound[identity]
@@ -580,6 +580,11 @@ class Distribution:
     def _emit(self, peer: Peer, *fields: object) -> None:
         self._emit_link(peer.link, *fields)
 
+    def _signal(self, peer: Peer, *fields: object) -> None:
+        """Emit a signal (link, monitor, ...): not latency-critical, so it joins the next
+        frame to the peer instead of costing one of its own."""
+        peer.link.enqueue(proto.encode_envelope(self.codec, *fields), urgent=False)
+
     def _emit_link(self, link: OutLink, *fields: object) -> None:
         link.enqueue(proto.encode_envelope(self.codec, *fields))
 
@@ -627,7 +632,7 @@ class Distribution:
                 self.node._exit_signal(proc, remote, reason, linked=True)
             return
         self._cross_for(remote.node).links.add((local, remote))
-        self._emit(peer, Kind.LINK, local, remote)
+        self._signal(peer, Kind.LINK, local, remote)
 
     def send_unlink(self, local: Pid, remote: Pid) -> None:
         cross = self._cross.get(remote.node)
@@ -635,7 +640,7 @@ class Distribution:
             cross.links.discard((local, remote))
         peer = self._up_peer(remote.node, remote.creation)
         if peer is not None:
-            self._emit(peer, Kind.UNLINK, local, remote)
+            self._signal(peer, Kind.UNLINK, local, remote)
 
     def send_exit(self, sender: Pid, target: Pid, reason: object, linked: bool) -> None:
         if linked:
@@ -653,7 +658,7 @@ class Distribution:
             self.node._deliver_down(watcher, ref, target, reason)
             return
         self._cross_for(target.node).monitors[ref] = (watcher, target)
-        self._emit(peer, Kind.MONITOR, ref, watcher, target)
+        self._signal(peer, Kind.MONITOR, ref, watcher, target)
 
     def send_demonitor(self, ref: Ref, watcher: Pid, target: Pid) -> None:
         cross = self._cross.get(target.node)
@@ -661,7 +666,7 @@ class Distribution:
             cross.monitors.pop(ref, None)
         peer = self._up_peer(target.node, target.creation)
         if peer is not None:
-            self._emit(peer, Kind.DEMONITOR, ref, watcher, target)
+            self._signal(peer, Kind.DEMONITOR, ref, watcher, target)
 
     def send_down(self, watcher: Pid, ref: Ref, target: Pid, reason: object) -> None:
         cross = self._cross.get(watcher.node)

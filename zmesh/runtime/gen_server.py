@@ -165,8 +165,13 @@ def _exit_with(reason: object) -> None:
 
 
 async def call(node: Node, target: Pid, request: Any, timeout: float) -> Any:
-    """Send a call to `target` and wait for its reply (see `Node.call`)."""
-    async with node.process() as me:
+    """Send a call to `target` and wait for its reply (see `Node.call`).
+
+    The reply slot is a short-lived process: a reply that arrives after a timeout finds
+    it gone and is dropped, and its exit takes the monitor on `target` down with it.
+    """
+    me = node._new_process()
+    try:
         ref = me.monitor(target)
         node.send(target, (CALL, (me.pid, ref), request))
         try:
@@ -179,10 +184,11 @@ async def call(node: Node, target: Pid, request: Any, timeout: float) -> Any:
             )
         except TimeoutError:
             raise CallTimeout(f"{target} did not reply within {timeout} s") from None
-        if type(message) is Down:
-            raise _call_failed(target, message.reason)
-        me.demonitor(ref)
-        return message[1]
+    finally:
+        node._terminate(me, NORMAL)
+    if type(message) is Down:
+        raise _call_failed(target, message.reason)
+    return message[1]
 
 
 def _call_failed(target: Pid, reason: object) -> NoProc:

@@ -44,7 +44,7 @@ class OutLink(Protocol):
     closed: bool
     last_flush: float
 
-    def enqueue(self, envelope: bytes) -> None: ...
+    def enqueue(self, envelope: bytes, urgent: bool = True) -> None: ...
     def close(self, linger: float = 0.0) -> None: ...
 
 
@@ -227,19 +227,33 @@ class ZmqLink:
     def __repr__(self) -> str:
         return f"<ZmqLink {self.address} queued={self._queued}>"
 
-    def enqueue(self, envelope: bytes) -> None:
-        """Queue `envelope`; raise QueueFull when the peer is this far behind."""
+    def enqueue(self, envelope: bytes, urgent: bool = True) -> None:
+        """Queue `envelope`; raise QueueFull when the peer is this far behind.
+
+        An urgent envelope (a message) on an idle link leaves at once; anything else
+        waits for the end of the loop iteration and shares a frame with what follows.
+        """
         if self.closed:
             return
         if self._queued > self._max_bytes:
             raise QueueFull(
                 f"{self._queued} bytes already queued for {self.address}: the peer is not reading"
             )
-        self._outbox.append(envelope)
-        self._queued += len(envelope)
-        if not self._dirty:
+        if urgent and not self._dirty and not self._blocked and not self._transport._paused:
+            # An idle link sends at once: a round trip does not wait a loop iteration per
+            # hop. What follows in the same iteration is coalesced into one frame.
             self._dirty = True
             self._transport._mark_dirty(self)
+            try:
+                self._sock.send(frame([envelope]), zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+        elif not self._dirty:
+            self._dirty = True
+            self._transport._mark_dirty(self)
+        self._outbox.append(envelope)
+        self._queued += len(envelope)
 
     def _flush(self, now: float) -> None:
         self._dirty = False
