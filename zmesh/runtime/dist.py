@@ -138,6 +138,7 @@ class Distribution:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seeds: list[str] = []
         self.paused = False
+        self._left = False
         self.counters: Counter[str] = Counter()
         self._log_budget: Counter[str] = Counter()
         self._dispatch: dict[int, Callable[[Peer, list[Any]], None]] = {
@@ -179,6 +180,8 @@ class Distribution:
             if peer.up:
                 self._emit(peer, Kind.BYE)
         self._seeds = []
+        # Peers forget us on BYE: what our processes' exits would announce is moot.
+        self._left = True
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -405,7 +408,12 @@ class Distribution:
         for env in envelopes:
             handler = dispatch.get(env[0])
             if handler is None:
-                self._refuse("unexpected_envelopes", f"kind {env[0]} from {peer.name}")
+                if env[0] in proto.HANDSHAKE_KINDS:
+                    # Both sides connected at once: this identity is already trusted
+                    # through our handshake while its own is still finishing.
+                    self._handshake(identity, env)
+                else:
+                    self._refuse("unexpected_envelopes", f"kind {env[0]} from {peer.name}")
                 continue
             try:
                 handler(peer, env)
@@ -431,20 +439,24 @@ class Distribution:
             self._refuse("bad_frames", f"before the handshake: {exc}")
             return
         for env in envelopes:
-            kind = env[0]
-            try:
-                if kind == Kind.HELLO:
-                    self._on_hello(identity, env)
-                elif kind == Kind.CHALLENGE:
-                    self._on_challenge(identity, env)
-                elif kind == Kind.AUTH:
-                    self._on_auth(identity, env)
-                elif kind == Kind.REFUSE:
-                    self._on_refuse(env)
-                else:
-                    self._refuse("unauthenticated", f"kind {kind} before the handshake")
-            except (ValueError, TypeError, KeyError, IndexError) as exc:
-                self._refuse("bad_handshakes", f"kind {kind}: {exc!r}")
+            if env[0] in proto.HANDSHAKE_KINDS:
+                self._handshake(identity, env)
+            else:
+                self._refuse("unauthenticated", f"kind {env[0]} before the handshake")
+
+    def _handshake(self, identity: bytes, env: list[Any]) -> None:
+        kind = env[0]
+        try:
+            if kind == Kind.HELLO:
+                self._on_hello(identity, env)
+            elif kind == Kind.CHALLENGE:
+                self._on_challenge(identity, env)
+            elif kind == Kind.AUTH:
+                self._on_auth(identity, env)
+            else:
+                self._on_refuse(env)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            self._refuse("bad_handshakes", f"kind {kind}: {exc!r}")
 
     def _on_hello(self, identity: bytes, env: list[Any]) -> None:
         _, version, name, creation, address, nonce = env
@@ -583,10 +595,12 @@ class Distribution:
     def _signal(self, peer: Peer, *fields: object) -> None:
         """Emit a signal (link, monitor, ...): not latency-critical, so it joins the next
         frame to the peer instead of costing one of its own."""
-        peer.link.enqueue(proto.encode_envelope(self.codec, *fields), urgent=False)
+        if not self._left:
+            peer.link.enqueue(proto.encode_envelope(self.codec, *fields), urgent=False)
 
     def _emit_link(self, link: OutLink, *fields: object) -> None:
-        link.enqueue(proto.encode_envelope(self.codec, *fields))
+        if not self._left:
+            link.enqueue(proto.encode_envelope(self.codec, *fields))
 
     def _up_peer(self, name: str, creation: int | None = None) -> Peer | None:
         peer = self._peers.get(name)
@@ -596,7 +610,7 @@ class Distribution:
 
     def send(self, dest: Pid, message: object) -> None:
         peer = self._peers.get(dest.node)
-        if peer is None or not peer.up or peer.creation != dest.creation:
+        if peer is None or not peer.up or peer.creation != dest.creation or self._left:
             self.counters["dropped_sends"] += 1  # at-most-once: nobody to deliver to
             return
         payload = self.codec.encode(message)
@@ -768,6 +782,8 @@ class Distribution:
 
     def broadcast(self, op: str, body: object) -> None:
         """A one-way system message to every connected node, encoded once."""
+        if self._left:
+            return
         env = proto.encode_envelope(self.codec, Kind.CAST, op, body)
         for peer in self._peers.values():
             if peer.up:

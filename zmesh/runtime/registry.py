@@ -192,7 +192,7 @@ class Registry:
             if loser.pid.node != node.name:
                 continue
             policy = node.config.resolve
-            log.warning(
+            log.info(
                 "%s: name %r: %s loses to %s (%s)",
                 node.name, effect.name, loser.pid, effect.winner.pid, policy,
             )  # fmt: skip
