@@ -148,6 +148,77 @@ def ps(seed: SeedOpt = None, cookie: CookieOpt = None) -> None:
         typer.echo(json.dumps(row))
 
 
+async def _synced(node: zmesh.Node, name: str) -> zmesh.Pid | None:
+    """`whereis(name)` once the seed's registry table has reached this node."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while (pid := node.whereis(name)) is None and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    return pid
+
+
+@app.command()
+def whereis(
+    name: Annotated[str, typer.Argument(help="A globally registered name.")],
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+) -> None:
+    """Print the pid registered under NAME (exit 1 if there is none)."""
+
+    async def ask(node: zmesh.Node, target: str) -> Any:
+        return await _synced(node, name)
+
+    pid = _query(seed, cookie, ask)
+    if pid is None:
+        typer.echo(f"zmesh: no process is registered as {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(str(pid))
+
+
+@app.command()
+def call(
+    name: Annotated[str, typer.Argument(help="A registered GenServer.")],
+    request: Annotated[str, typer.Argument(help="The request: JSON, or else a plain string.")],
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 5.0,
+) -> None:
+    """Call the GenServer registered as NAME and print its reply."""
+    try:
+        value: Any = json.loads(request)
+    except json.JSONDecodeError:
+        value = request
+
+    async def ask(node: zmesh.Node, target: str) -> Any:
+        await _synced(node, name)
+        return await node.call(name, value, timeout=timeout)
+
+    reply = _query(seed, cookie, ask)
+    try:
+        typer.echo(json.dumps(reply))
+    except TypeError:
+        typer.echo(repr(reply))
+
+
+@app.command()
+def ring(
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+    key: Annotated[list[str] | None, typer.Option(help="Show which node owns KEY.")] = None,
+) -> None:
+    """Print the cluster's hash ring (its nodes), and the owner of each --key."""
+
+    async def ask(node: zmesh.Node, target: str) -> Any:
+        info = await node.node_info(target)
+        members = [target, *(n for n in info["nodes"] if not n.startswith("zmesh-cli-"))]
+        return zmesh.HashRing(members)
+
+    the_ring = _query(seed, cookie, ask)
+    typer.echo(repr(the_ring))
+    for k in key or []:
+        typer.echo(f"{k} -> {the_ring.key_to_node(k)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -4,6 +4,7 @@ Processes that share nothing and talk by messages, locally and across nodes; lin
 monitors and supervisors; a cluster-wide name registry; a consistent-hash ring.
 """
 
+from zmesh.core.ring import HashRing
 from zmesh.errors import (
     CallError,
     CallTimeout,
@@ -74,6 +75,7 @@ __all__ = [
     "Exit",
     "ExitProcess",
     "GenServer",
+    "HashRing",
     "NameConflict",
     "NameTaken",
     "NoProc",

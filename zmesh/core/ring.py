@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import ClassVar, TypeAlias
 
 import xxhash
@@ -140,7 +141,7 @@ class HashRing:
     would be a ring of its characters); a name listed twice is added once.
     """
 
-    __slots__ = ("_clashes", "_hashes", "_owner_of", "_owners", "_vnodes", "_weights")
+    __slots__ = ("_clashes", "_hashes", "_owners", "_vnodes", "_weights")
 
     __hash__: ClassVar[None]  # type: ignore[assignment]  # mutable, so not hashable
 
@@ -163,43 +164,35 @@ class HashRing:
     # _owners   the owner of each position in _hashes, plus a copy of the first owner at
     #           the end: bisect_left returns len(_hashes) past the last point, and the
     #           extra slot makes that wrap-around free. Empty when the ring is empty.
-    # _owner_of position -> owner, to rebuild _owners after a merge
-    # _clashes  how many points landed on an occupied position; when non-zero, removals
-    #           rebuild from scratch so the smallest-name rule is re-applied exactly
+    # _clashes  how many points landed on an occupied position when last counted; while
+    #           non-zero, membership changes rebuild from scratch so that the
+    #           smallest-name rule is applied exactly, whatever the order of changes
 
     @staticmethod
     def _check_name(name: object) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"node names must be non-empty str, got {name!r}")
 
-    def _claim(self, name: str, weight: int) -> list[int]:
-        """Record `name`'s points in _owner_of; return the positions that were free."""
-        owner_of = self._owner_of
-        free: list[int] = []
-        for point in _points(name, weight * self._vnodes):
-            owner = owner_of.get(point)
-            if owner is None:
-                owner_of[point] = name
-                free.append(point)
-            else:
-                self._clashes += 1
-                if name < owner:
-                    owner_of[point] = name
-        return free
-
-    def _index(self) -> None:
-        owners = list(map(self._owner_of.__getitem__, self._hashes))
-        if owners:
-            owners.append(owners[0])
-        self._owners = owners
-
     def _rebuild(self) -> None:
-        self._owner_of: dict[int, str] = {}
-        self._clashes = 0
+        vnodes = self._vnodes
+        owner_of: dict[int, str] = {}
+        total = 0
         for name, weight in self._weights.items():
-            self._claim(name, weight)
-        self._hashes = sorted(self._owner_of)
-        self._index()
+            points = _points(name, weight * vnodes)
+            owner_of.update(zip(points, repeat(name)))
+            total += len(points)
+        clashes = total - len(owner_of)
+        if clashes:
+            owner_of = {}
+            for name, weight in self._weights.items():
+                for point in _points(name, weight * vnodes):
+                    owner = owner_of.get(point)
+                    if owner is None or name < owner:
+                        owner_of[point] = name
+        self._clashes = clashes
+        self._hashes = sorted(owner_of)
+        owners = list(map(owner_of.__getitem__, self._hashes))
+        self._owners = [*owners, owners[0]] if owners else owners
 
     # -- membership -------------------------------------------------------------------
 
@@ -216,30 +209,45 @@ class HashRing:
         if old is not None:
             self.remove_node(name)
         self._weights[name] = weight
-        free = self._claim(name, weight)
-        free.sort()
-        # Two sorted runs: timsort merges them in linear time, cheaper than insort per point.
-        hashes = self._hashes + free
-        hashes.sort()
-        self._hashes = hashes
-        self._index()
+        fresh = sorted(_points(name, weight * self._vnodes))
+        if self._clashes or len(set(fresh)) != len(fresh):
+            self._rebuild()
+            return
+        # Splice the new points into the sorted arrays: one bisect per new point and
+        # slice copies, rather than re-sorting and re-indexing every point.
+        hashes, owners = self._hashes, self._owners
+        size = len(hashes)
+        new_hashes: list[int] = []
+        new_owners: list[str] = []
+        done = 0
+        for point in fresh:
+            at = bisect_left(hashes, point, done, size)
+            if at < size and hashes[at] == point:
+                self._rebuild()  # a position already taken: let the rebuild arbitrate
+                return
+            new_hashes += hashes[done:at]
+            new_hashes.append(point)
+            new_owners += owners[done:at]
+            new_owners.append(name)
+            done = at
+        new_hashes += hashes[done:size]
+        new_owners += owners[done:size]
+        new_owners.append(new_owners[0])
+        self._hashes, self._owners = new_hashes, new_owners
 
     def remove_node(self, name: str) -> None:
         """Remove `name` from the ring. A name that is not on the ring is a no-op, so
         that repeated down events (or a remove racing a remove) need no guard."""
-        weight = self._weights.pop(name, None)
-        if weight is None:
+        if self._weights.pop(name, None) is None:
             return
         if self._clashes:
             self._rebuild()
             return
-        owner_of = self._owner_of
-        gone = _points(name, weight * self._vnodes)
-        for point in gone:
-            del owner_of[point]
-        gone_set = set(gone)
-        self._hashes = [point for point in self._hashes if point not in gone_set]
-        self._index()
+        # Without clashes a position belongs to `name` exactly when `name` owns it.
+        owners = self._owners[:-1]
+        self._hashes = [point for point, owner in zip(self._hashes, owners) if owner != name]
+        owners = [owner for owner in owners if owner != name]
+        self._owners = [*owners, owners[0]] if owners else owners
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -309,7 +317,6 @@ class HashRing:
         new = HashRing.__new__(HashRing)
         new._vnodes = self._vnodes
         new._weights = dict(self._weights)
-        new._owner_of = dict(self._owner_of)
         new._clashes = self._clashes
         new._hashes = list(self._hashes)
         new._owners = list(self._owners)
