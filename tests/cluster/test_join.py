@@ -112,3 +112,20 @@ def test_join_refuses_an_unknown_module_with_a_clear_error() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "no_such_module_zz" in result.stderr
+
+
+@pytest.mark.timeout(60)
+async def test_gen_server_calls_across_os_processes_and_noproc_on_sigkill(
+    cluster: list[Joined],
+) -> None:
+    async with Node("caller", cookie=COOKIE) as me_node:
+        await me_node.connect(cluster[0].address)
+        await wait_for(lambda: me_node.nodes() == ["j1", "j2", "j3"], 15)
+        pid = await me_node.start("zmesh_test_app:Counter", 1, on="j3")
+        assert await me_node.call(pid, "increment") == 2
+        assert await me_node.call(pid, "where") == "j3"
+        pending = asyncio.ensure_future(me_node.call(pid, "hold", timeout=10))
+        await asyncio.sleep(0.1)
+        cluster[2].signal(signal.SIGKILL)
+        with pytest.raises(zmesh.NoProc):
+            await asyncio.wait_for(pending, DETECTION_BOUND)

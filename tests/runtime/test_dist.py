@@ -227,3 +227,26 @@ async def test_paused_peer_is_declared_down_by_heartbeat() -> None:
             assert watch.stats()["heartbeat_timeouts"] == 1
         finally:
             await frozen.stop()
+
+
+async def test_nodes_talk_over_ipc(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a_addr, b_addr = f"ipc://{tmp_path}/a.sock", f"ipc://{tmp_path}/b.sock"
+    async with (
+        Node("ia", cookie=COOKIE, listen=a_addr) as a,
+        Node("ib", cookie=COOKIE, listen=b_addr) as b,
+    ):
+        assert a.address == a_addr
+        assert await b.connect(a_addr) == "ia"
+        async with b.process() as me:
+            b.send(a.spawn(app.echo), (me.pid, "over ipc"))
+            assert await me.receive(timeout=2) == ("echo", "over ipc")
+
+
+async def test_sending_an_unencodable_message_raises_at_once(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    pid = a.spawn(app.idle)
+    with pytest.raises(zmesh.EncodeError):
+        b.send(pid, object())
+    with pytest.raises(zmesh.EncodeError):
+        b.send(pid, "x" * (9 * 1024 * 1024))
+    assert a.is_alive(pid) and b.nodes() == ["a"]
