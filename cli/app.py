@@ -46,7 +46,8 @@ def _run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
             if loop == "uvloop":
                 raise zmesh.ConfigError("--loop uvloop: uvloop is not installed") from None
         else:
-            return uvloop.run(main)
+            result: T = uvloop.run(main)  # typed here: uvloop may be absent for mypy
+            return result
     return asyncio.run(main)
 
 
