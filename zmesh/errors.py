@@ -73,5 +73,9 @@ class EmptyRing(ZmeshError, LookupError):
     """A key lookup on a `HashRing` that has no nodes."""
 
 
+class KeyTypeError(ZmeshError, TypeError):
+    """A `HashRing` key that is not a str, bytes, int or tuple of those (bool is refused)."""
+
+
 class ConfigError(ZmeshError, ValueError):
     """An invalid option value; the message names the value and what is accepted."""

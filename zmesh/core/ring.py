@@ -41,17 +41,13 @@ from typing import ClassVar, TypeAlias
 
 import xxhash
 
-from zmesh.errors import ConfigError, EmptyRing, ZmeshError
+from zmesh.errors import ConfigError, EmptyRing, KeyTypeError
 
 __all__ = ["HashRing", "Key", "KeyTypeError", "encode_key", "hash_key"]
 
 Key: TypeAlias = str | bytes | int | tuple["Key", ...]
 
 _xxh3 = xxhash.xxh3_64_intdigest
-
-
-class KeyTypeError(ZmeshError, TypeError):
-    """A ring key that is not a str, bytes, int or tuple of those (bool is refused)."""
 
 
 def _utf8(text: str) -> bytes:
@@ -245,7 +241,8 @@ class HashRing:
             return
         # Without clashes a position belongs to `name` exactly when `name` owns it.
         owners = self._owners[:-1]
-        self._hashes = [point for point, owner in zip(self._hashes, owners) if owner != name]
+        pairs = zip(self._hashes, owners, strict=True)
+        self._hashes = [point for point, owner in pairs if owner != name]
         owners = [owner for owner in owners if owner != name]
         self._owners = [*owners, owners[0]] if owners else owners
 
