@@ -95,7 +95,7 @@ class RegistryState:
     _candidates: dict[str, dict[Stamp, Entry]] = field(default_factory=dict)
     _owner: dict[str, Entry] = field(default_factory=dict)
     _by_pid: dict[Pid, set[str]] = field(default_factory=dict)
-    _tombstones: dict[Stamp, float] = field(default_factory=dict)
+    _tombstones: dict[tuple[str, Stamp], float] = field(default_factory=dict)
     _reported: set[tuple[str, Stamp]] = field(default_factory=set)
     _reservations: dict[str, _Reservation] = field(default_factory=dict)
 
@@ -127,7 +127,7 @@ class RegistryState:
     def add(self, entry: Entry, now: float) -> list[Effect]:
         """Apply a registration (idempotent; ignored if its stamp was removed)."""
         check_name(entry.name)
-        if entry.stamp in self._tombstones:
+        if (entry.name, entry.stamp) in self._tombstones:
             return []
         cands = self._candidates.setdefault(entry.name, {})
         if entry.stamp in cands:
@@ -141,7 +141,7 @@ class RegistryState:
 
     def remove(self, name: str, stamp: Stamp, now: float) -> list[Effect]:
         """Remove one registration instance; a newer one of the same name is untouched."""
-        self._tombstones[stamp] = now
+        self._tombstones[(name, stamp)] = now
         cands = self._candidates.get(name)
         if cands is None or stamp not in cands:
             return []
@@ -177,6 +177,25 @@ class RegistryState:
                 if not cands:
                     self._candidates.pop(name, None)
                 effects.extend(self._settle(name))
+        return effects
+
+    def replace_node(self, node: str, entries: Iterable[Entry], now: float) -> list[Effect]:
+        """Install `node`'s own registrations, as it reports them, in place of what this
+        replica held for `node`'s processes. A node is the authority on its processes, so
+        an entry some other replica relayed for a process that has since exited is gone
+        after this, even if the exit's remove never reached us."""
+        fresh = {e.stamp: e for e in entries if e.pid.node == node}
+        effects: list[Effect] = []
+        for entry in [e for e in self.snapshot() if e.pid.node == node]:
+            if entry.stamp not in fresh:
+                cands = self._candidates.get(entry.name, {})
+                cands.pop(entry.stamp, None)
+                self._unindex(entry)
+                if not cands:
+                    self._candidates.pop(entry.name, None)
+                effects.extend(self._settle(entry.name))
+        for entry in fresh.values():
+            effects.extend(self.add(entry, now))
         return effects
 
     def merge(self, entries: Iterable[Entry], now: float) -> list[Effect]:

@@ -159,12 +159,9 @@ class Registry:
 
     def _on_table(self, sender: str, body: Any) -> None:
         entries = [_entry(e) for e in body]
-        node = self.node
-        stale = [e for e in entries if e.pid.node == node.name and not node.is_alive(e.pid)]
-        now = self._now()
-        self._apply(self.state.merge((e for e in entries if e not in stale), now))
-        for entry in stale:  # a peer still lists our dead process: correct it everywhere
-            self._remove(entry)
+        if any(e.pid.node != sender for e in entries):
+            raise TypeError(f"{sender} sent registrations of other nodes' processes")
+        self._apply(self.state.replace_node(sender, entries, self._now()))
 
     def _on_node_event(self, event: str, name: str) -> None:
         now = self._now()
@@ -173,7 +170,10 @@ class Registry:
             return
         dist = self.node._dist
         if dist is not None:
-            dist.cast(name, "reg.table", [_wire(e) for e in self.state.snapshot()])
+            # Only our own processes' names: each node speaks for its own, so nobody
+            # relays a stale entry; a joiner hears every node as it connects to each.
+            own = self.state.own_entries(self.node.name)
+            dist.cast(name, "reg.table", [_wire(e) for e in own])
         self.state.prune(now, self.node.config.tombstone_ttl)
 
     def _on_exit(self, pid: Pid, reason: object) -> None:
