@@ -174,7 +174,7 @@ class Replication(RuleBasedStateMachine):
     @rule(data=st.data(), duplicate=st.booleans())
     def deliver(self, data: st.DataObject, duplicate: bool) -> None:
         index = data.draw(st.integers(0, len(self.inflight) - 1))
-        origin, target, op = self.inflight[index] if duplicate else self.inflight.pop(index)
+        _origin, target, op = self.inflight[index] if duplicate else self.inflight.pop(index)
         replica = self.replicas[target]
         kind, entry = op
         if kind == "add":
@@ -226,7 +226,7 @@ class Replication(RuleBasedStateMachine):
         rnd = random.Random(0)
         for _ in range(6):
             while self.inflight:
-                origin, target, op = self.inflight.pop(rnd.randrange(len(self.inflight)))
+                _origin, target, op = self.inflight.pop(rnd.randrange(len(self.inflight)))
                 replica = self.replicas[target]
                 kind, entry = op
                 if kind == "add":
