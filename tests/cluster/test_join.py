@@ -63,6 +63,9 @@ async def test_three_joined_nodes_mesh_message_and_detect_sigkill(cluster: list[
                 zmesh.Exit(echoes["j2"], "noconnection"),
             }
             assert took < DETECTION_BOUND
+            # Seen through the socket monitor (the closed TCP connection), not heartbeats.
+            assert me_node.stats().get("connections_lost", 0) == 1
+            assert me_node.stats().get("heartbeat_timeouts", 0) == 0
         # The survivors saw it too, and still serve.
         for name in ("j1", "j3"):
             info = await me_node.node_info(name)

@@ -333,6 +333,9 @@ class Distribution:
             for peer in list(self._peers.values()):
                 if not peer.up:
                     continue
+                peer.link.poll()
+                if not peer.up:
+                    continue  # the monitor found its connection closed
                 if now - peer.last_seen > cfg.down_after:
                     self.counters["heartbeat_timeouts"] += 1
                     self._forget(peer, NOCONNECTION)

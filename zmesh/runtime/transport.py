@@ -44,6 +44,8 @@ class OutLink(Protocol):
     closed: bool
     last_flush: float
 
+    def poll(self) -> None: ...
+
     def enqueue(self, envelope: bytes, urgent: bool = True) -> None: ...
     def close(self, linger: float = 0.0) -> None: ...
 
@@ -223,6 +225,9 @@ class ZmqLink:
         except zmq.ZMQError as exc:
             self.close()
             raise ConfigError(f"cannot connect to {address!r}: {exc}") from None
+        # Edge-triggered: libzmq may have consumed the monitor's wake-up while wiring the
+        # inproc pair, and it would never fire again. Look once now (see also poll()).
+        self._loop.call_soon(self._on_monitor)
 
     def __repr__(self) -> str:
         return f"<ZmqLink {self.address} queued={self._queued}>"
@@ -304,6 +309,10 @@ class ZmqLink:
             return
         if int(self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLOUT:
             self._send_blocked()
+
+    def poll(self) -> None:
+        """Read pending socket-monitor events (a safety net for a missed wake-up)."""
+        self._on_monitor()
 
     def _on_monitor(self) -> None:
         lost = False
