@@ -191,6 +191,27 @@ async def test_a_healed_partition_converges_to_one_owner(resolve: str) -> None:
             assert sorted(right.registered()) == [f"name{i}" for i in range(5)]
 
 
+async def test_a_resolve_function_decides_what_happens_to_the_loser() -> None:
+    calls: list[tuple[str, zmesh.Pid, zmesh.Pid]] = []
+
+    def resolve(name: str, winner: zmesh.Pid, loser: zmesh.Pid) -> None:
+        calls.append((name, winner, loser))
+
+    config = NodeConfig(tick=0.1, down_after=0.5, resolve=resolve)
+    async with (
+        Node("first", cookie=COOKIE, config=config) as first,
+        Node("second", cookie=COOKIE, config=config) as second,
+    ):
+        early = first.spawn(app.idle)
+        assert await first.register("contested", early)
+        await asyncio.sleep(0.01)
+        late = second.spawn(app.idle)
+        assert await second.register("contested", late)
+        await second.connect(first.address)  # type: ignore[arg-type]
+        await wait_until(lambda: calls == [("contested", early, late)], 2)
+        assert second.whereis("contested") == early and second.is_alive(late)
+
+
 async def test_process_groups_across_nodes(trio: list[Node]) -> None:
     a, b, c = trio
     pa, pb = a.spawn(app.idle), b.spawn(app.idle)

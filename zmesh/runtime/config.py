@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from zmesh.errors import ConfigError
+from zmesh.terms import Pid
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +39,10 @@ class NodeConfig:
     tombstone_ttl: float = 60.0
     #: Loser handling when a partition heals with two owners of a name:
     #: "kill" (exit signal "name_conflict", like :global), "notify" (unregister, send
-    #: `zmesh.NameConflict`), or "unregister" (drop the name silently).
-    resolve: str = "kill"
+    #: `zmesh.NameConflict`), "unregister" (drop the name silently), or a function
+    #: `fn(name, winner_pid, loser_pid)` run on the loser's node after the loser's
+    #: registration is dropped.
+    resolve: str | Callable[[str, Pid, Pid], object] = "kill"
     #: Garbage-collector thresholds while the node runs (restored when the last node
     #: stops); None leaves the interpreter's settings alone. CPython's (700, 10, 10)
     #: makes every 700 new objects trigger a collection: spawning a process allocates
@@ -56,7 +60,7 @@ class NodeConfig:
             raise ConfigError(
                 f"NodeConfig.down_after ({self.down_after}) must exceed tick ({self.tick})"
             )
-        if self.resolve not in ("kill", "notify", "unregister"):
+        if not callable(self.resolve) and self.resolve not in ("kill", "notify", "unregister"):
             raise ConfigError(
                 f"NodeConfig.resolve must be 'kill', 'notify' or 'unregister', got {self.resolve!r}"
             )

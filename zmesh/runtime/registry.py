@@ -197,7 +197,12 @@ class Registry:
                 node.name, effect.name, loser.pid, effect.winner.pid, policy,
             )  # fmt: skip
             self._remove(loser)
-            if policy == "kill":
+            if callable(policy):
+                try:
+                    policy(effect.name, effect.winner.pid, loser.pid)
+                except Exception:
+                    log.exception("resolve function %r failed for %r", policy, effect.name)
+            elif policy == "kill":
                 node._send_exit(node.system_pid, loser.pid, NAME_CONFLICT, linked=False)
             elif policy == "notify":
                 node.send(loser.pid, NameConflict(effect.name, effect.winner.pid))
