@@ -250,3 +250,20 @@ async def test_sending_an_unencodable_message_raises_at_once(two_nodes) -> None:
     with pytest.raises(zmesh.EncodeError):
         b.send(pid, "x" * (9 * 1024 * 1024))
     assert a.is_alive(pid) and b.nodes() == ["a"]
+
+
+async def test_node_exit_closes_every_socket_and_leaves_no_task() -> None:
+    import os
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    await asyncio.sleep(0.05)
+    tasks_before, fds_before = set(asyncio.all_tasks()), open_fds()
+    async with Node("x1", cookie=COOKIE) as x1, Node("x2", cookie=COOKIE) as x2:
+        await x2.connect(x1.address)  # type: ignore[arg-type]
+        x1.spawn(app.idle)
+        assert open_fds() > fds_before  # sockets, monitors, the contexts' threads' pipes
+    await asyncio.sleep(0.05)
+    assert set(asyncio.all_tasks()) - tasks_before == set()
+    assert open_fds() == fds_before
