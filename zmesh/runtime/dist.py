@@ -183,7 +183,7 @@ class Distribution:
         # Peers forget us on BYE: what our processes' exits would announce is moot.
         self._left = True
 
-    async def close(self) -> None:
+    async def close(self, linger: float = 0.2) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -195,7 +195,7 @@ class Distribution:
                 fut.set_exception(NodeDown("the node stopped"))
         if self._transport is not None:
             # Give BYE frames a moment to leave; a dead peer costs at most this.
-            await self._transport.close(linger=0.2)
+            await self._transport.close(linger=linger)
             self._transport = None
 
     # -- membership -------------------------------------------------------------------------
@@ -285,8 +285,8 @@ class Distribution:
         peer.up = False
         if self._peers.get(peer.name) is peer:
             del self._peers[peer.name]
-        if peer.identity:
-            self._trusted.pop(peer.identity, None)
+        if peer.identity and self._trusted.get(peer.identity) is peer:
+            del self._trusted[peer.identity]
         if not keep_link:
             if self._links_by_addr.get(peer.link.address) is peer.link:
                 del self._links_by_addr[peer.link.address]
@@ -359,13 +359,14 @@ class Distribution:
     async def _seed_loop(self) -> None:
         """Keep joining seeds that are not connected, so start order does not matter."""
         while self._seeds:
+            connected = {
+                a for p in self._peers.values() if p.up for a in (p.address, p.link.address)
+            }
             for address in self._seeds:
                 if address == self.address or address in self._connecting:
                     continue
-                link = self._links_by_addr.get(address)
-                if link is not None and any(p.up and p.link is link for p in self._peers.values()):
-                    continue
-                self._start_connect(address)
+                if address not in connected:
+                    self._start_connect(address)
             await asyncio.sleep(self.config.seed_retry)
 
     def pause(self) -> None:
@@ -413,8 +414,10 @@ class Distribution:
             if handler is None:
                 if env[0] in proto.HANDSHAKE_KINDS:
                     # Both sides connected at once: this identity is already trusted
-                    # through our handshake while its own is still finishing.
+                    # through our handshake while its own is still finishing. The
+                    # handshake may replace the session: later envelopes use the new one.
                     self._handshake(identity, env)
+                    peer = self._trusted.get(identity, peer)
                 else:
                     self._refuse("unexpected_envelopes", f"kind {env[0]} from {peer.name}")
                 continue
@@ -467,7 +470,11 @@ class Distribution:
         _check(creation, int)
         _check(address, str)
         _check(nonce, bytes)
-        link = self._link_to(address)
+        existing = self._peers.get(name)
+        # A node we are connected to (same name, same address): answer on the link it
+        # already trusts. Anyone else, an impostor included, is answered at `address`.
+        same = existing is not None and existing.up and existing.address == address
+        link = existing.link if same and existing is not None else self._link_to(address)
         reply_nonce = os.urandom(proto.NONCE_BYTES)
         if version != proto.VERSION:
             text = f"protocol version {version} is not {proto.VERSION}"

@@ -140,6 +140,27 @@ class Node:
             await self._dist.close()
         self._restore_gc()
 
+    async def abort(self) -> None:
+        """Die at once, as a killed OS process would: no goodbye to peers, every process
+        gone, every socket closed (peers see the connections drop). For fault tests."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        dist = self._dist
+        if dist is not None:
+            dist.pause()
+            dist._left = True  # nothing more leaves this node
+        tasks = []
+        for proc in list(self._procs.values()):
+            self._kill(proc, KILLED)
+            if proc._task is not None:
+                tasks.append(proc._task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if dist is not None:
+            await dist.close(linger=0.0)
+        self._restore_gc()
+
     def _tune_gc(self) -> None:
         global _gc_users, _gc_saved
         thresholds = self.config.gc_thresholds

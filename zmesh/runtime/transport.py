@@ -50,6 +50,13 @@ class OutLink(Protocol):
     def close(self, linger: float = 0.0) -> None: ...
 
 
+class Faults(Protocol):
+    """Fault injection under the transport (see zmesh.testing): what happens to a frame
+    for the peer at `address`: None (send it), "drop", or a delay in seconds."""
+
+    def action(self, address: str) -> str | float | None: ...
+
+
 class Transport(Protocol):
     """What a node needs from the network; a test harness may wrap it to inject faults."""
 
@@ -79,6 +86,8 @@ class ZmqTransport:
         self._flush_scheduled = False
         self._drain_scheduled = False
         self._paused = False
+        #: Set by a test harness to drop or delay outbound frames; None in production.
+        self.faults: Faults | None = None
         self.address = ""
 
     # -- inbound ------------------------------------------------------------------------
@@ -199,6 +208,8 @@ class ZmqLink:
         self._outbox: list[bytes] = []
         # Frames (with the envelope bytes they carry) that ZeroMQ has not taken yet (HWM).
         self._blocked: deque[tuple[bytes, int]] = deque()
+        # Frames a fault delays: (release time, frame, envelope bytes), in send order.
+        self._held: deque[tuple[float, bytes, int]] = deque()
         self._queued = 0
         self._dirty = False
         self._watching = False
@@ -244,7 +255,14 @@ class ZmqLink:
             raise QueueFull(
                 f"{self._queued} bytes already queued for {self.address}: the peer is not reading"
             )
-        if urgent and not self._dirty and not self._blocked and not self._transport._paused:
+        transport = self._transport
+        if (
+            urgent
+            and not self._dirty
+            and not self._blocked
+            and not transport._paused
+            and transport.faults is None
+        ):
             # An idle link sends at once: a round trip does not wait a loop iteration per
             # hop. What follows in the same iteration is coalesced into one frame.
             self._dirty = True
@@ -277,7 +295,35 @@ class ZmqLink:
                     start, size = i + 1, 0
             if start < len(outbox):
                 self._blocked.append((frame(outbox[start:]), size))
+        if self._transport.faults is not None:
+            self._apply_faults(now)
         self._send_blocked()
+
+    def _apply_faults(self, now: float) -> None:
+        """Drop or hold back frames as the test harness's faults say; order is kept."""
+        faults = self._transport.faults
+        assert faults is not None
+        kept: deque[tuple[bytes, int]] = deque()
+        for data, carried in self._blocked:
+            action = faults.action(self.address)
+            if action is None and not self._held:
+                kept.append((data, carried))
+            elif action == "drop":
+                self._queued -= carried
+            else:
+                delay = action if isinstance(action, float | int) else 0.0
+                release = max(now + float(delay), self._held[-1][0] if self._held else now)
+                self._held.append((release, data, carried))
+                self._loop.call_at(release, self._release_held)
+        self._blocked = kept
+
+    def _release_held(self) -> None:
+        now = self._loop.time()
+        while self._held and self._held[0][0] <= now + 1e-6:
+            _, data, carried = self._held.popleft()
+            self._blocked.append((data, carried))
+        if not self.closed:
+            self._send_blocked()
 
     def _send_blocked(self) -> None:
         blocked = self._blocked
