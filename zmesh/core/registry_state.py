@@ -1,30 +1,47 @@
 """The global registry's replicated state, pure: ops and snapshots in, effects out.
 
-A registration instance is an `Entry(name, pid, stamp)`; its `Stamp(time, node, seq)`
-is made by the pid's node and identifies that instance. A replica holds, per name, the
-set of live candidate entries and tombstones of removed stamps: adds and removes
-commute and repeat harmlessly (an op-based CRDT), so replicas that have seen the same
-ops agree, whatever the order. The owner of a name is its candidate with the smallest
-stamp: the earliest registration wins, the same choice on every replica.
+Model: an op-based CRDT. A registration instance is an `Entry(name, pid, stamp)`; the
+pid's host node makes its `Stamp(time, node, seq)`, which identifies the instance. A
+replica holds, per name, the live candidate entries, plus tombstones of removed
+(name, stamp) pairs: a removed instance never comes back, an add of a tombstoned stamp
+is ignored. Adds and removes commute and repeat harmlessly, so replicas that applied
+the same ops hold the same candidates, whatever the order and duplication.
 
-Tombstones are kept `ttl` seconds (`prune`); a remove delayed longer than that behind
-its add is outside the guarantee. Time is always a parameter (`now`).
+Ownership: the owner of a name is its candidate with the smallest stamp (the earliest
+registration wins), the same choice on every replica holding the same candidates, with
+no coordination. Every other candidate is a loser, reported once per replica as a
+`Conflict`; the runtime acts on it only on the loser's host (it removes the loser).
+
+Limits of the guarantee:
+- Tombstones live `ttl` after their remove was last seen (`prune`): an add delivered
+  more than `ttl` after the remove of its stamp may come back to life.
+- A stamp names one instance: a second entry with a stamp already held for its name
+  is ignored (hosts make stamps unique from their name and a per-host seq).
+- Node loss (`remove_node`) leaves no tombstones, so a snapshot still holding a lost
+  node's entries brings them back: merge only entries of nodes the runtime sees up.
+
+Nothing here does I/O or reads a clock: `now` is a parameter (one monotonic clock per
+replica); only stamps carry wall time.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeAlias
 
 import xxhash
 
 from zmesh.errors import ConfigError
 from zmesh.terms import Pid
 
+MAX_NAME_LENGTH = 255
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Stamp:
-    """Identifies one registration; ordered by (time, node, seq)."""
+    """Identifies one registration instance; totally ordered by (time, node, seq)."""
 
     time: float
     node: str
@@ -42,7 +59,8 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """`loser` holds `name` too but `winner` owns it; the loser's node must resolve it."""
+    """`loser` is a live candidate for `name` that `winner` beats. Emitted on every
+    replica, once per (name, loser stamp); only the loser's host node should act."""
 
     name: str
     winner: Entry
@@ -51,210 +69,357 @@ class Conflict:
 
 @dataclass(frozen=True, slots=True)
 class OwnerChanged:
-    """The owner of `name` changed from `old` to `new` (None: unregistered)."""
+    """The owner of `name` went from `old` to `new` (None: no owner)."""
 
     name: str
     old: Pid | None
     new: Pid | None
 
 
-Effect = Conflict | OwnerChanged
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """A peer's snapshot holds `entry` of this replica's own node that is not live here
+    (removed, or made by an earlier incarnation). The replica has tombstoned it; the
+    runtime should broadcast its removal so the peers drop it too."""
+
+    entry: Entry
+
+
+Effect: TypeAlias = Conflict | OwnerChanged | Stale
+
+_Key: TypeAlias = tuple[str, Stamp]
 
 
 def check_name(name: object) -> str:
-    """`name` if it is a valid registered name; ConfigError naming it otherwise."""
-    if not isinstance(name, str) or not 0 < len(name) <= 255:
-        raise ConfigError(f"a registered name must be a str of 1-255 characters, got {name!r}")
+    """`name` if it is a valid registered name (a str of 1-255 chars), else ConfigError."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise ConfigError(
+            f"a registered name must be a str of 1-{MAX_NAME_LENGTH} characters, got {name!r}"
+        )
     return name
 
 
+def check_entry(entry: object) -> Entry:
+    """`entry` if it is a well-formed Entry, else ConfigError naming it."""
+    if not (
+        isinstance(entry, Entry)
+        and isinstance(entry.pid, Pid)
+        and isinstance(entry.stamp, Stamp)
+        # Stamps must compare totally (a NaN time or a non-str node would not): every
+        # replica picks the owner by that order.
+        and isinstance(entry.stamp.time, float | int)
+        and math.isfinite(entry.stamp.time)
+        and isinstance(entry.stamp.node, str)
+        and isinstance(entry.stamp.seq, int)
+    ):
+        raise ConfigError(f"not a valid registry entry: {entry!r}")
+    check_name(entry.name)
+    return entry
+
+
 def leader_for(name: str, members: Iterable[str]) -> str:
-    """The member that arbitrates registrations of `name` (rendezvous hashing: stable
-    across processes and minimal movement when members change)."""
-    key = name.encode()
-    best, best_score = "", -1
-    for member in members:
-        score = xxhash.xxh3_64_intdigest(key + b"\x00" + member.encode())
-        if score > best_score or (score == best_score and member < best):
-            best, best_score = member, score
-    if not best and best_score < 0:
-        raise ConfigError("leader_for needs at least one member")
-    return best
+    """The member that arbitrates registrations of `name`: rendezvous hashing, so every
+    node with the same member set picks the same one, and a member joining or leaving
+    moves only the names it wins or held. Uses xxh3_64 (stable across processes)."""
+    prefix = check_name(name).encode() + b"\0"
+    leader = max(
+        members,
+        key=lambda member: (xxhash.xxh3_64_intdigest(prefix + member.encode()), member),
+        default=None,
+    )
+    if leader is None:
+        raise ConfigError(f"leader_for({name!r}) needs at least one member")
+    return leader
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Reservation:
     pid: Pid
     expires: float
 
 
-@dataclass
 class RegistryState:
-    """One replica of the registry table."""
+    """One replica of the registry.
 
-    _candidates: dict[str, dict[Stamp, Entry]] = field(default_factory=dict)
-    _owner: dict[str, Entry] = field(default_factory=dict)
-    _by_pid: dict[Pid, set[str]] = field(default_factory=dict)
-    _tombstones: dict[tuple[str, Stamp], float] = field(default_factory=dict)
-    _reported: set[tuple[str, Stamp]] = field(default_factory=set)
-    _reservations: dict[str, _Reservation] = field(default_factory=dict)
+    `node` is the replica's own node name, or None for a replica that speaks for no
+    node (tests, tools). A node is the authority on its own processes: with `node`
+    set, `merge` refuses entries of that node that it does not hold and reports them
+    as `Stale`.
+    """
 
-    # -- reads ---------------------------------------------------------------------------
+    def __init__(self, node: str | None = None) -> None:
+        self.node = node
+        self._candidates: dict[str, dict[Stamp, Entry]] = {}
+        self._owner: dict[str, Entry] = {}  # min-stamp candidate per name: O(1) whereis
+        # Dicts used as insertion-ordered sets, so effects come out in a reproducible order.
+        self._by_pid: dict[Pid, dict[_Key, Entry]] = {}
+        self._by_node: dict[str, dict[Pid, None]] = {}
+        # Insertion order follows `now` (a refresh re-inserts), which lets prune stop early.
+        self._tombstones: dict[_Key, float] = {}
+        self._reported: set[_Key] = set()  # live candidates already reported as losers
+        # Reported losers since removed: remembered for `ttl` so that an instance taken
+        # back after `remove_node` is not reported a second time.
+        self._retired: dict[_Key, float] = {}
+        self._reservations: dict[str, _Reservation] = {}
+
+    # -- reads -------------------------------------------------------------------------
 
     def whereis(self, name: str) -> Pid | None:
-        entry = self._owner.get(name)
-        return entry.pid if entry is not None else None
+        """The owner of `name`, or None. O(1)."""
+        entry = self._owner.get(check_name(name))
+        return None if entry is None else entry.pid
 
     def entry(self, name: str) -> Entry | None:
-        return self._owner.get(name)
+        """The owning registration of `name`, or None."""
+        return self._owner.get(check_name(name))
 
     def names(self) -> list[str]:
+        """Every name that has an owner, sorted."""
         return sorted(self._owner)
 
     def names_of(self, pid: Pid) -> list[str]:
-        """Names `pid` owns (not those where it is only a losing candidate)."""
-        return sorted(n for n in self._by_pid.get(pid, ()) if self.whereis(n) == pid)
+        """The names `pid` owns (not those where it is only a losing candidate), sorted."""
+        held = self._by_pid.get(pid, {})
+        return sorted({name for name, _ in held if self._owner[name].pid == pid})
+
+    def candidates(self, name: str) -> list[Entry]:
+        """The live registrations of `name`, earliest first: the owner, then the losers
+        (lets a runtime re-check a `Conflict` before acting on it late)."""
+        return sorted(self._candidates.get(check_name(name), {}).values(), key=_stamp)
 
     def snapshot(self) -> list[Entry]:
-        """Every live candidate, conflict losers not yet removed included."""
-        return [e for cands in self._candidates.values() for e in cands.values()]
+        """Every live candidate, conflict losers not yet removed included (no order)."""
+        return [entry for cands in self._candidates.values() for entry in cands.values()]
 
     def own_entries(self, node: str) -> list[Entry]:
-        return [e for e in self.snapshot() if e.pid.node == node]
+        """The live candidates whose pid runs on `node`: what `node` announces."""
+        return [
+            entry for pid in self._by_node.get(node, {}) for entry in self._by_pid[pid].values()
+        ]
 
-    # -- ops -----------------------------------------------------------------------------
+    # -- ops ---------------------------------------------------------------------------
 
     def add(self, entry: Entry, now: float) -> list[Effect]:
-        """Apply a registration (idempotent; ignored if its stamp was removed)."""
-        check_name(entry.name)
-        if (entry.name, entry.stamp) in self._tombstones:
-            return []
-        cands = self._candidates.setdefault(entry.name, {})
-        if entry.stamp in cands:
-            return []
-        cands[entry.stamp] = entry
-        self._by_pid.setdefault(entry.pid, set()).add(entry.name)
-        reservation = self._reservations.get(entry.name)
-        if reservation is not None and reservation.pid == entry.pid:
-            del self._reservations[entry.name]
-        return self._settle(entry.name)
+        """Apply a registration. Idempotent; ignored if its stamp was removed.
+        (`now` is unused: every op takes it, so the runtime treats them alike.)"""
+        return self._add(check_entry(entry))
 
     def remove(self, name: str, stamp: Stamp, now: float) -> list[Effect]:
-        """Remove one registration instance; a newer one of the same name is untouched."""
-        self._tombstones[(name, stamp)] = now
-        cands = self._candidates.get(name)
-        if cands is None or stamp not in cands:
-            return []
-        entry = cands.pop(stamp)
-        self._unindex(entry)
-        if not cands:
-            del self._candidates[name]
-        return self._settle(name)
+        """Remove the instance (name, stamp) for good, even if its add has not arrived
+        yet; another registration of `name` is untouched."""
+        if not isinstance(stamp, Stamp):
+            raise ConfigError(f"not a registry stamp: {stamp!r}")
+        key = (check_name(name), stamp)
+        self._tombstone(key, now)
+        entry = self._candidates.get(name, {}).get(stamp)
+        return [] if entry is None else self._drop(entry, now)
 
-    def remove_pid(self, pid: Pid, now: float) -> list[Entry]:
-        """Remove every registration of `pid` (it exited); return them, to broadcast."""
-        removed = []
-        for name in sorted(self._by_pid.get(pid, ())):
-            for entry in list(self._candidates.get(name, {}).values()):
-                if entry.pid == pid:
-                    removed.append(entry)
-                    self.remove(name, entry.stamp, now)
+    def remove_pid(self, pid: Pid, now: float, effects: list[Effect] | None = None) -> list[Entry]:
+        """Remove (with tombstones) every registration of `pid`, which exited, and return
+        them so its host can broadcast their removals. O(registrations of `pid`).
+        The removal's effects are appended to `effects` when it is given."""
+        removed = list(self._by_pid.get(pid, {}).values())
+        for entry in removed:
+            self._tombstone((entry.name, entry.stamp), now)
+            found = self._drop(entry, now)
+            if effects is not None:
+                effects.extend(found)
         return removed
 
     def remove_node(self, node: str, now: float) -> list[Effect]:
-        """Forget every registration of processes on `node` (the node was lost).
+        """Forget every registration of processes on `node`, which was lost, and the
+        reservations they held.
 
-        No tombstones: if the same incarnation reconnects, its re-announced entries are
-        taken back."""
+        No tombstones: if the same incarnation comes back (the loss was a partition), its
+        re-announced entries are taken back. Entries of a dead incarnation can come back
+        only through a snapshot that still holds them: `merge` only from nodes seen up.
+        """
+        self._refuse_own(node, "lose")
         effects: list[Effect] = []
-        for pid in [p for p in self._by_pid if p.node == node]:
-            for name in sorted(self._by_pid.get(pid, ())):
-                cands = self._candidates.get(name, {})
-                for stamp, entry in list(cands.items()):
-                    if entry.pid == pid:
-                        del cands[stamp]
-                        self._unindex(entry)
-                if not cands:
-                    self._candidates.pop(name, None)
-                effects.extend(self._settle(name))
+        for pid in list(self._by_node.get(node, {})):
+            for entry in list(self._by_pid[pid].values()):
+                effects.extend(self._drop(entry, now))
+        # Their pending registrations will never arrive: do not let them block the names.
+        self._reservations = {
+            name: r for name, r in self._reservations.items() if r.pid.node != node
+        }
         return effects
 
     def replace_node(self, node: str, entries: Iterable[Entry], now: float) -> list[Effect]:
-        """Install `node`'s own registrations, as it reports them, in place of what this
-        replica held for `node`'s processes. A node is the authority on its processes, so
-        an entry some other replica relayed for a process that has since exited is gone
-        after this, even if the exit's remove never reached us."""
-        fresh = {e.stamp: e for e in entries if e.pid.node == node}
+        """Install `entries`, `node`'s own table as it reports it, in place of what this
+        replica holds for `node`'s processes (the node is their authority: an entry it
+        no longer has is dropped, without a tombstone). Every entry must be of `node`.
+
+        Assumes the table is not older than ops from `node` already applied here (FIFO
+        per link, as the table is sent on connect)."""
+        self._refuse_own(node, "replace")
+        table = [check_entry(e) for e in entries]
+        for entry in table:
+            if entry.pid.node != node:
+                raise ConfigError(f"{node!r}'s table holds an entry of another node: {entry!r}")
+        keep = {(e.name, e.stamp) for e in table}
         effects: list[Effect] = []
-        for entry in [e for e in self.snapshot() if e.pid.node == node]:
-            if entry.stamp not in fresh:
-                cands = self._candidates.get(entry.name, {})
-                cands.pop(entry.stamp, None)
-                self._unindex(entry)
-                if not cands:
-                    self._candidates.pop(entry.name, None)
-                effects.extend(self._settle(entry.name))
-        for entry in fresh.values():
-            effects.extend(self.add(entry, now))
-        return effects
+        # Drop first: adding first would report the fresh entries as losers to stale ones.
+        for pid in list(self._by_node.get(node, {})):
+            for key, entry in list(self._by_pid[pid].items()):
+                if key not in keep:
+                    effects.extend(self._drop(entry, now))
+        for entry in table:
+            effects.extend(self._add(entry))
+        return self._final_winners(effects)
 
     def merge(self, entries: Iterable[Entry], now: float) -> list[Effect]:
-        """Take in a peer's snapshot: the union with what this replica holds."""
+        """Take in a peer's snapshot: the union with this replica, tombstones respected.
+
+        Entries of this replica's own node that it does not hold are refused and
+        reported as `Stale`. The runtime should pass only entries of nodes it sees up."""
+        batch = [check_entry(e) for e in entries]  # all or nothing
         effects: list[Effect] = []
-        for entry in entries:
-            effects.extend(self.add(entry, now))
-        return effects
+        for entry in batch:
+            if self.node is not None and entry.pid.node == self.node:
+                if entry.stamp not in self._candidates.get(entry.name, {}):
+                    self._tombstone((entry.name, entry.stamp), now)
+                    effects.append(Stale(entry))
+                continue
+            effects.extend(self._add(entry))
+        return self._final_winners(effects)
 
     def prune(self, now: float, ttl: float) -> None:
-        """Drop tombstones older than `ttl` and reservations that expired."""
-        self._tombstones = {s: t for s, t in self._tombstones.items() if now - t <= ttl}
+        """Drop tombstones (and memories of reported conflicts) older than `ttl`, and
+        reservations that have expired."""
+        if not ttl >= 0:
+            raise ConfigError(f"prune needs a ttl >= 0, got {ttl!r}")
+        horizon = now - ttl
+        _expire(self._tombstones, horizon)
+        _expire(self._retired, horizon)
         self._reservations = {n: r for n, r in self._reservations.items() if r.expires > now}
 
-    # -- the leader's arbitration --------------------------------------------------------
+    # -- the leader's arbitration ------------------------------------------------------
 
     def reserve(self, name: str, pid: Pid, now: float, hold: float) -> bool:
-        """Grant `name` to `pid` if nobody owns it and no other pid holds a live grant."""
+        """On the leader of `name`: grant `name` to `pid` unless another pid owns it or
+        holds an unexpired grant. Idempotent for the holder (and for the owner). A grant
+        lasts until now + `hold`, or until the matching add arrives, or `release`."""
         check_name(name)
+        if not hold >= 0:
+            raise ConfigError(f"reserve needs a hold >= 0, got {hold!r}")
         owner = self.whereis(name)
         if owner is not None:
             return owner == pid
-        current = self._reservations.get(name)
-        if current is not None and current.expires > now and current.pid != pid:
-            return False
-        self._reservations[name] = _Reservation(pid, now + hold)
+        held = self._reservations.get(name)
+        expires = now + hold
+        if held is not None and held.expires > now:
+            if held.pid != pid:
+                return False
+            expires = max(expires, held.expires)
+        self._reservations[name] = _Reservation(pid, expires)
         return True
 
     def release(self, name: str, pid: Pid) -> None:
-        current = self._reservations.get(name)
-        if current is not None and current.pid == pid:
+        """Withdraw `pid`'s grant of `name` (its registration was abandoned)."""
+        held = self._reservations.get(check_name(name))
+        if held is not None and held.pid == pid:
             del self._reservations[name]
 
-    # -- internals -----------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------
 
-    def _unindex(self, entry: Entry) -> None:
-        names = self._by_pid.get(entry.pid)
-        if names is None:
-            return
-        if not any(e.pid == entry.pid for e in self._candidates.get(entry.name, {}).values()):
-            names.discard(entry.name)
-        if not names:
-            del self._by_pid[entry.pid]
+    def _refuse_own(self, node: str, what: str) -> None:
+        if self.node is not None and node == self.node:
+            raise ConfigError(f"the replica of {node!r} cannot {what} its own node")
 
-    def _settle(self, name: str) -> list[Effect]:
-        """Recompute the owner of `name`; report an owner change and new losers."""
+    def _tombstone(self, key: _Key, now: float) -> None:
+        # Re-insert so the dict stays ordered by time; never shorten a tombstone's life.
+        since = self._tombstones.pop(key, now)
+        self._tombstones[key] = max(since, now)
+
+    def _add(self, entry: Entry) -> list[Effect]:
+        name, stamp = entry.name, entry.stamp
+        key = (name, stamp)
+        held = self._reservations.get(name)
+        # The grant is used up even if the remove overtook the add: else, with a long
+        # hold, the name would stay blocked on the leader.
+        if held is not None and held.pid == entry.pid:
+            del self._reservations[name]
+        if key in self._tombstones:
+            return []
+        cands = self._candidates.setdefault(name, {})
+        if stamp in cands:
+            return []
+        cands[stamp] = entry
+        self._by_pid.setdefault(entry.pid, {})[key] = entry
+        self._by_node.setdefault(entry.pid.node, {})[entry.pid] = None
+        if key in self._retired:  # back after remove_node: already reported
+            del self._retired[key]
+            self._reported.add(key)
+
+        owner = self._owner.get(name)
+        if owner is None:
+            self._owner[name] = entry
+            return [OwnerChanged(name, None, entry.pid)]
         effects: list[Effect] = []
-        cands = self._candidates.get(name)
-        old = self._owner.get(name)
-        new = cands[min(cands)] if cands else None
-        if new is None:
-            self._owner.pop(name, None)
+        if stamp < owner.stamp:
+            self._owner[name] = entry
+            if owner.pid != entry.pid:
+                effects.append(OwnerChanged(name, owner.pid, entry.pid))
+            # The other candidates lost to the old owner already, so were reported.
+            self._report(effects, entry, owner)
         else:
-            self._owner[name] = new
-        if (old.pid if old else None) != (new.pid if new else None):
-            effects.append(OwnerChanged(name, old.pid if old else None, new.pid if new else None))
-        if new is not None and cands is not None and len(cands) > 1:
-            for stamp, entry in cands.items():
-                if stamp != new.stamp and (name, stamp) not in self._reported:
-                    self._reported.add((name, stamp))
-                    effects.append(Conflict(name, new, entry))
+            self._report(effects, owner, entry)
         return effects
+
+    def _final_winners(self, effects: list[Effect]) -> list[Effect]:
+        """Name the owner at the end of a batch as each Conflict's winner: an earlier
+        entry later in the batch may have superseded the one beaten at the time (a
+        loser stays a loser: during adds an owner is only ever replaced by an earlier one)."""
+        return [
+            Conflict(e.name, self._owner[e.name], e.loser) if isinstance(e, Conflict) else e
+            for e in effects
+        ]
+
+    def _report(self, effects: list[Effect], winner: Entry, loser: Entry) -> None:
+        key = (loser.name, loser.stamp)
+        if key not in self._reported:
+            self._reported.add(key)
+            effects.append(Conflict(loser.name, winner, loser))
+
+    def _drop(self, entry: Entry, now: float) -> list[Effect]:
+        """Unindex a held candidate (no tombstone) and settle its name's owner."""
+        name, key = entry.name, (entry.name, entry.stamp)
+        cands = self._candidates[name]
+        del cands[entry.stamp]
+        of_pid = self._by_pid[entry.pid]
+        del of_pid[key]
+        if not of_pid:
+            del self._by_pid[entry.pid]
+            of_node = self._by_node[entry.pid.node]
+            del of_node[entry.pid]
+            if not of_node:
+                del self._by_node[entry.pid.node]
+        if key in self._reported:
+            self._reported.discard(key)
+            self._retired[key] = now
+        if self._owner[name].stamp != entry.stamp:
+            return []
+        if not cands:
+            del self._candidates[name]
+            del self._owner[name]
+            return [OwnerChanged(name, entry.pid, None)]
+        new = cands[min(cands)]
+        self._owner[name] = new
+        return [] if new.pid == entry.pid else [OwnerChanged(name, entry.pid, new.pid)]
+
+
+def _stamp(entry: Entry) -> Stamp:
+    return entry.stamp
+
+
+def _expire(since: dict[_Key, float], horizon: float) -> None:
+    """Drop the items older than `horizon` from a dict kept in time order. If `now` ever
+    went backwards the order is only approximate and some items live longer: safe."""
+    expired = []
+    for key, time in since.items():
+        if time >= horizon:
+            break
+        expired.append(key)
+    for key in expired:
+        del since[key]
