@@ -13,6 +13,8 @@ import hmac
 from enum import IntEnum
 from typing import Any, Final
 
+import msgpack
+
 from zmesh.core.codec import Codec
 from zmesh.errors import DecodeError
 
@@ -31,6 +33,7 @@ class Kind(IntEnum):
     HEARTBEAT = 6  # [HEARTBEAT]
     BYE = 7  # [BYE]
     PEERS = 8  # [PEERS, [[name, address], ...]]
+    SEQ = 9  # [SEQ, n]: first in every frame; n counts the link's frames from 0
     SEND = 10  # [SEND, dest_id, dest_creation, payload_bytes]
     LINK = 11  # [LINK, from_pid, to_pid]
     UNLINK = 12  # [UNLINK, from_pid, to_pid]
@@ -42,6 +45,8 @@ class Kind(IntEnum):
     REPLY = 21  # [REPLY, ref, ok, body]
     CAST = 22  # [CAST, op, body]: a one-way system message for a subsystem
 
+
+_SEQ_PACKER: Final = msgpack.Packer()
 
 HANDSHAKE_KINDS: Final = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.AUTH, Kind.REFUSE})
 _KINDS: Final = frozenset(int(k) for k in Kind)
@@ -64,11 +69,14 @@ def check_proof(expected: bytes, given: object) -> bool:
     return isinstance(given, bytes) and hmac.compare_digest(expected, given)
 
 
-def frame(envelopes: list[bytes]) -> bytes:
-    """Join encoded envelopes into one frame: a msgpack array header, then the envelopes.
+def frame(envelopes: list[bytes], seq: int) -> bytes:
+    """Join encoded envelopes into one frame: a msgpack array header, the link's frame
+    number `seq` as a SEQ envelope, then the envelopes (encoded once, when sent).
 
-    The envelopes are encoded once, when sent; batching only prepends a header.
+    The receiver checks the numbers: a gap means frames were lost on a connection it
+    still thought up, so that session can no longer promise FIFO without loss.
     """
+    envelopes = [_SEQ_PACKER.pack([Kind.SEQ, seq]), *envelopes]
     n = len(envelopes)
     if n < 16:
         header = bytes((0x90 | n,))
@@ -88,6 +96,9 @@ def decode_frame(codec: Codec, data: bytes) -> list[list[Any]]:
     envelopes = codec.decode(data)
     if type(envelopes) is not list or not envelopes:
         raise DecodeError("a frame must be a non-empty array of envelopes")
+    head = envelopes[0]
+    if type(head) is not list or len(head) != 2 or head[0] != Kind.SEQ or type(head[1]) is not int:
+        raise DecodeError("a frame must start with its sequence number")
     for env in envelopes:
         if type(env) is not list or not env or type(env[0]) is not int or env[0] not in _KINDS:
             raise DecodeError(f"not an envelope: {str(env)[:60]}")

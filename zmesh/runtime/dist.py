@@ -71,6 +71,7 @@ class Peer:
     identity: bytes = b""
     up: bool = False
     last_seen: float = 0.0
+    next_seq: int = -1  # the frame number expected next from this peer (-1: any)
 
 
 @dataclass(eq=False)
@@ -407,9 +408,17 @@ class Distribution:
         except DecodeError as exc:
             self._refuse("bad_frames", f"from {peer.name}: {exc}")
             return
+        seq = envelopes[0][1]
+        if peer.next_seq >= 0 and seq != peer.next_seq and peer.up:
+            # Frames were lost while we thought the connection up: FIFO without loss no
+            # longer holds, so the session ends (at-most-once) and a reconnect resyncs.
+            self._refuse("frame_gaps", f"from {peer.name}: frame {seq}, expected {peer.next_seq}")
+            self._forget(peer, NOCONNECTION)
+            return
+        peer.next_seq = seq + 1
         peer.last_seen = asyncio.get_running_loop().time()
         dispatch = self._dispatch
-        for env in envelopes:
+        for env in envelopes[1:]:
             handler = dispatch.get(env[0])
             if handler is None:
                 if env[0] in proto.HANDSHAKE_KINDS:
@@ -418,6 +427,7 @@ class Distribution:
                     # handshake may replace the session: later envelopes use the new one.
                     self._handshake(identity, env)
                     peer = self._trusted.get(identity, peer)
+                    peer.next_seq = seq + 1
                 else:
                     self._refuse("unexpected_envelopes", f"kind {env[0]} from {peer.name}")
                 continue
@@ -444,11 +454,14 @@ class Distribution:
         except DecodeError as exc:
             self._refuse("bad_frames", f"before the handshake: {exc}")
             return
-        for env in envelopes:
+        for env in envelopes[1:]:
             if env[0] in proto.HANDSHAKE_KINDS:
                 self._handshake(identity, env)
             else:
                 self._refuse("unauthenticated", f"kind {env[0]} before the handshake")
+        trusted = self._trusted.get(identity)
+        if trusted is not None:  # this frame made the identity trusted: count from it
+            trusted.next_seq = envelopes[0][1] + 1
 
     def _handshake(self, identity: bytes, env: list[Any]) -> None:
         kind = env[0]

@@ -51,8 +51,9 @@ class OutLink(Protocol):
 
 
 class Faults(Protocol):
-    """Fault injection under the transport (see zmesh.testing): what happens to a frame
-    for the peer at `address`: None (send it), "drop", or a delay in seconds."""
+    """Fault injection under the transport (see zmesh.testing): what happens to the next
+    outbound frame for the peer at `address`: None (send it), "drop", or a delay in
+    seconds. Asked once per frame (a frame may carry several envelopes)."""
 
     def action(self, address: str) -> str | float | None: ...
 
@@ -206,10 +207,12 @@ class ZmqLink:
         self._max_bytes = cfg.max_outbox_bytes
         self._batch_bytes = cfg.batch_bytes
         self._outbox: list[bytes] = []
+        self._seq = 0  # frames numbered from 0: the receiver detects a lost one
         # Frames (with the envelope bytes they carry) that ZeroMQ has not taken yet (HWM).
         self._blocked: deque[tuple[bytes, int]] = deque()
         # Frames a fault delays: (release time, frame, envelope bytes), in send order.
         self._held: deque[tuple[float, bytes, int]] = deque()
+        self._release_timer: asyncio.TimerHandle | None = None
         self._queued = 0
         self._dirty = False
         self._watching = False
@@ -262,13 +265,15 @@ class ZmqLink:
             and not self._blocked
             and not transport._paused
             and transport.faults is None
+            and not self._held
         ):
             # An idle link sends at once: a round trip does not wait a loop iteration per
             # hop. What follows in the same iteration is coalesced into one frame.
             self._dirty = True
             self._transport._mark_dirty(self)
             try:
-                self._sock.send(frame([envelope]), zmq.NOBLOCK)
+                self._sock.send(frame([envelope], self._seq), zmq.NOBLOCK)
+                self._seq += 1
                 return
             except zmq.Again:
                 pass
@@ -286,44 +291,58 @@ class ZmqLink:
         outbox = self._outbox
         if outbox:
             self._outbox = []
+            cut: list[tuple[bytes, int]] = []
             limit = self._batch_bytes
             start, size = 0, 0
             for i, env in enumerate(outbox):
                 size += len(env)
                 if size >= limit:
-                    self._blocked.append((frame(outbox[start : i + 1]), size))
+                    cut.append((frame(outbox[start : i + 1], self._seq), size))
+                    self._seq += 1
                     start, size = i + 1, 0
             if start < len(outbox):
-                self._blocked.append((frame(outbox[start:]), size))
-        if self._transport.faults is not None:
-            self._apply_faults(now)
+                cut.append((frame(outbox[start:], self._seq), size))
+                self._seq += 1
+            if self._transport.faults is None and not self._held:
+                self._blocked.extend(cut)
+            else:
+                self._apply_faults(cut, now)
         self._send_blocked()
 
-    def _apply_faults(self, now: float) -> None:
-        """Drop or hold back frames as the test harness's faults say; order is kept."""
+    def _apply_faults(self, cut: list[tuple[bytes, int]], now: float) -> None:
+        """Drop or hold back the frames cut by this flush as the harness's faults say.
+
+        Each frame is judged once. Order is kept: while any frame is held back, every
+        later frame waits behind it, even one the faults would let pass.
+        """
         faults = self._transport.faults
-        assert faults is not None
-        kept: deque[tuple[bytes, int]] = deque()
-        for data, carried in self._blocked:
-            action = faults.action(self.address)
-            if action is None and not self._held:
-                kept.append((data, carried))
-            elif action == "drop":
+        held = self._held
+        for data, carried in cut:
+            action = faults.action(self.address) if faults is not None else None
+            if action == "drop":
                 self._queued -= carried
+            elif action is None and not held:
+                self._blocked.append((data, carried))
             else:
-                delay = action if isinstance(action, float | int) else 0.0
-                release = max(now + float(delay), self._held[-1][0] if self._held else now)
-                self._held.append((release, data, carried))
-                self._loop.call_at(release, self._release_held)
-        self._blocked = kept
+                delay = float(action) if isinstance(action, float | int) else 0.0
+                release = max(now + delay, held[-1][0] if held else now)
+                held.append((release, data, carried))
+                if self._release_timer is None:
+                    self._release_timer = self._loop.call_at(release, self._release_held)
 
     def _release_held(self) -> None:
-        now = self._loop.time()
-        while self._held and self._held[0][0] <= now + 1e-6:
-            _, data, carried = self._held.popleft()
+        self._release_timer = None
+        if self.closed:
+            return
+        # Timers may fire a little early (uvloop counts milliseconds).
+        due = self._loop.time() + 0.001
+        held = self._held
+        while held and held[0][0] <= due:
+            _, data, carried = held.popleft()
             self._blocked.append((data, carried))
-        if not self.closed:
-            self._send_blocked()
+        if held:
+            self._release_timer = self._loop.call_at(held[0][0], self._release_held)
+        self._send_blocked()
 
     def _send_blocked(self) -> None:
         blocked = self._blocked
@@ -394,6 +413,9 @@ class ZmqLink:
         self._sock.close(int(linger * 1000))
         self._outbox.clear()
         self._blocked.clear()
+        self._held.clear()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
 
 
 def _set_zmtp_heartbeat(sock: zmq.Socket[bytes], cfg: NodeConfig) -> None:

@@ -1,28 +1,48 @@
-"""Faults between nodes of one process: the transport asks, per outbound frame, what to do."""
+"""One node's outbound network faults, asked by its transport once per frame.
+
+The transport (`zmesh.runtime.transport.ZmqTransport.faults`) knows nothing of this
+module: it only calls `action(address)`. `Cluster` installs one `LinkFaults` on every
+node and keeps them in step, so a fault between two nodes is set on both of them and
+blocks both directions.
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from typing import Literal
+
+#: What happens to one frame: "drop" it, hold it back this many seconds, or None (send).
+Action = Literal["drop"] | float | None
 
 
-@dataclass
 class LinkFaults:
-    """One node's outbound faults, by peer address: blocked, lossy or slow links.
+    """Faults on the frames one node sends, keyed by the peer's listen address.
 
-    Installed as `ZmqTransport.faults`; a partition blocks both nodes' outbound links
-    to each other, so nothing crosses in either direction, heartbeats included.
+    - `blocked`: every frame to these addresses is dropped (a partition).
+    - `drop_rate[address]`: each frame is dropped with this probability, drawn from a
+      `random.Random(seed)` of its own, so a run is repeatable for a given traffic.
+    - `delay[address]`: each frame is held back this many seconds. The transport keeps
+      a link's order, so the frames behind a held one wait too.
+
+    A blocked address wins over a drop rate, a drop over a delay. Frames are the unit:
+    a frame may carry several envelopes (a message, a heartbeat, a link signal).
     """
 
-    seed: int = 0
-    blocked: set[str] = field(default_factory=set)
-    drop_rate: dict[str, float] = field(default_factory=dict)
-    delay: dict[str, float] = field(default_factory=dict)
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.blocked: set[str] = set()
+        self.drop_rate: dict[str, float] = {}
+        self.delay: dict[str, float] = {}
+        self._random = random.Random(seed)
 
-    def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
+    def __repr__(self) -> str:
+        return (
+            f"LinkFaults(blocked={sorted(self.blocked)}, drop_rate={self.drop_rate}, "
+            f"delay={self.delay})"
+        )
 
-    def action(self, address: str) -> str | float | None:
+    def action(self, address: str) -> Action:
+        """The fate of the next frame for the peer at `address`."""
         if address in self.blocked:
             return "drop"
         rate = self.drop_rate.get(address)
@@ -31,6 +51,12 @@ class LinkFaults:
         return self.delay.get(address)
 
     def clear(self) -> None:
+        """Lift every fault: frames pass again (frames already held still wait their turn)."""
         self.blocked.clear()
         self.drop_rate.clear()
         self.delay.clear()
+
+    @property
+    def active(self) -> bool:
+        """Whether any fault is set."""
+        return bool(self.blocked or self.drop_rate or self.delay)

@@ -1,53 +1,78 @@
-"""Hypothesis strategies for fault schedules, and `apply` to run a step on a Cluster.
+"""Hypothesis strategies for fault schedules, and `apply` to run one step on a `Cluster`.
 
-A schedule is a list of steps that is always valid to run in order: it never resumes
-a node that is not paused, never restarts a node twice at once, keeps at least one
-node alive, and ends with every fault undone (heal, resume, restart the dead), so a
-test can `settle()` afterwards and check its invariants on a whole cluster.
+    @settings(max_examples=5, deadline=None)
+    @given(schedule=fault_schedules(["n1", "n2", "n3"], max_steps=5))
+    async def test_registry_converges(schedule):
+        async with Cluster(3) as c:
+            for step in schedule:
+                await apply(c, step)
+            await c.settle()
+            ...  # the invariant, on a whole, healed cluster
+
+A schedule is always valid to run in order: it never pauses or kills the last running
+node, never resumes a node that is not paused, never pauses a killed one; and it ends
+with every fault undone (`Heal`, then `Resume` for each paused node and `Restart` for
+each killed one), so after the last step `settle()` expects the full mesh.
+
+Importing this module needs hypothesis (zmesh's `test` extra).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 from hypothesis import strategies as st
 
+from zmesh.errors import ConfigError
 from zmesh.testing.cluster import Cluster
 
 
 @dataclass(frozen=True)
 class Partition:
+    """`cluster.partition(*groups)`."""
+
     groups: tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True)
 class Heal:
-    pass
+    """`cluster.heal()`."""
 
 
 @dataclass(frozen=True)
 class Kill:
+    """`cluster.kill(name)`."""
+
     name: str
 
 
 @dataclass(frozen=True)
 class Pause:
+    """`cluster.pause(name)`."""
+
     name: str
 
 
 @dataclass(frozen=True)
 class Resume:
+    """`cluster.resume(name)`."""
+
     name: str
 
 
 @dataclass(frozen=True)
 class Restart:
+    """`cluster.restart(name)`."""
+
     name: str
 
 
 @dataclass(frozen=True)
 class Drop:
+    """`cluster.drop(a, b, rate)`."""
+
     a: str
     b: str
     rate: float
@@ -55,6 +80,8 @@ class Drop:
 
 @dataclass(frozen=True)
 class Delay:
+    """`cluster.delay(a, b, seconds)`."""
+
     a: str
     b: str
     seconds: float
@@ -62,9 +89,14 @@ class Delay:
 
 Step = Partition | Heal | Kill | Pause | Resume | Restart | Drop | Delay
 
+#: Every kind of step `fault_schedules` can draw, by name.
+KINDS = frozenset({"partition", "heal", "kill", "pause", "resume", "restart", "drop", "delay"})
+DROP_RATES = (0.1, 0.5, 1.0)
+DELAYS = (0.01, 0.05, 0.2)
+
 
 async def apply(cluster: Cluster, step: Step) -> None:
-    """Run one step of a schedule on `cluster`."""
+    """Run one step of a schedule on `cluster` (it returns once the fault is installed)."""
     match step:
         case Partition(groups):
             await cluster.partition(*groups)
@@ -82,52 +114,92 @@ async def apply(cluster: Cluster, step: Step) -> None:
             await cluster.drop(a, b, rate)
         case Delay(a, b, seconds):
             await cluster.delay(a, b, seconds)
+        case _:
+            assert_never(step)
+
+
+def fault_schedules(
+    names: Sequence[str],
+    max_steps: int = 6,
+    *,
+    min_steps: int = 0,
+    kinds: Collection[str] = KINDS,
+) -> st.SearchStrategy[list[Step]]:
+    """Valid schedules of `min_steps` to `max_steps` faults over `names` (plus the
+    closing steps that undo them), drawing only the step kinds in `kinds`.
+
+    Drop rates come from DROP_RATES and delays from DELAYS (seconds); partitions split
+    the nodes into two or three groups. Shrinks towards fewer, simpler steps.
+    """
+    names = list(names)
+    if len(set(names)) != len(names) or not names:
+        raise ConfigError(f"fault_schedules needs distinct node names, got {names!r}")
+    unknown = set(kinds) - KINDS
+    if unknown:
+        raise ConfigError(f"unknown step kinds {sorted(unknown)}; choose from {sorted(KINDS)}")
+    if not 0 <= min_steps <= max_steps:
+        raise ConfigError(f"need 0 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    return _schedules(names, min_steps, max_steps, frozenset(kinds))
 
 
 @st.composite
-def fault_schedules(draw: st.DrawFn, names: Sequence[str], max_steps: int = 6) -> list[Step]:
-    """A valid schedule of at most `max_steps` faults over `names`, ending fully healed."""
-    names = list(names)
-    dead: set[str] = set()
+def _schedules(
+    draw: st.DrawFn, names: list[str], min_steps: int, max_steps: int, kinds: frozenset[str]
+) -> list[Step]:
+    killed: set[str] = set()
     paused: set[str] = set()
     steps: list[Step] = []
-    for _ in range(draw(st.integers(0, max_steps))):
-        alive = [n for n in names if n not in dead and n not in paused]
-        kinds = ["partition", "heal", "drop", "delay"]
-        if len(alive) > 1:
-            kinds += ["kill", "pause"]
-        if paused:
-            kinds.append("resume")
-        if dead:
-            kinds.append("restart")
-        kind = draw(st.sampled_from(kinds))
+    pairs = len(names) > 1
+    for _ in range(draw(st.integers(min_steps, max_steps))):
+        running = [n for n in names if n not in killed and n not in paused]
+        # Candidates per kind under the rules above; a kind with none is not drawn.
+        options: dict[str, list[str]] = {
+            "partition": names if pairs else [],
+            "heal": names,
+            "drop": names if pairs else [],
+            "delay": names if pairs else [],
+            "kill": sorted(paused) + (running if len(running) > 1 else []),
+            "pause": running if len(running) > 1 else [],
+            "resume": sorted(paused),
+            "restart": names,
+        }
+        available = sorted(k for k in kinds if options[k])
+        if not available:
+            break
+        kind = draw(st.sampled_from(available))
         if kind == "partition":
-            side = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
-            steps.append(Partition((tuple(sorted(side)),)))
+            top = min(2, len(names) - 1)
+            sides = st.lists(st.integers(0, top), min_size=len(names), max_size=len(names))
+            side = draw(sides.filter(lambda s: len(set(s)) > 1))  # at least two groups
+            groups = [
+                tuple(n for n, g in zip(names, side, strict=True) if g == i) for i in range(3)
+            ]
+            steps.append(Partition(tuple(g for g in groups if g)))
         elif kind == "heal":
             steps.append(Heal())
         elif kind in ("drop", "delay"):
             a, b = draw(st.lists(st.sampled_from(names), min_size=2, max_size=2, unique=True))
             if kind == "drop":
-                steps.append(Drop(a, b, draw(st.sampled_from([0.1, 0.5, 1.0]))))
+                steps.append(Drop(a, b, draw(st.sampled_from(DROP_RATES))))
             else:
-                steps.append(Delay(a, b, draw(st.sampled_from([0.01, 0.05]))))
-        elif kind == "kill":
-            name = draw(st.sampled_from(alive))
-            dead.add(name)
-            steps.append(Kill(name))
-        elif kind == "pause":
-            name = draw(st.sampled_from(alive))
-            paused.add(name)
-            steps.append(Pause(name))
-        elif kind == "resume":
-            name = draw(st.sampled_from(sorted(paused)))
-            paused.discard(name)
-            steps.append(Resume(name))
+                steps.append(Delay(a, b, draw(st.sampled_from(DELAYS))))
         else:
-            name = draw(st.sampled_from(sorted(dead)))
-            dead.discard(name)
-            steps.append(Restart(name))
+            name = draw(st.sampled_from(options[kind]))
+            if kind == "kill":
+                killed.add(name)
+                paused.discard(name)
+                steps.append(Kill(name))
+            elif kind == "pause":
+                paused.add(name)
+                steps.append(Pause(name))
+            elif kind == "resume":
+                paused.discard(name)
+                steps.append(Resume(name))
+            else:
+                killed.discard(name)
+                paused.discard(name)
+                steps.append(Restart(name))
     steps.append(Heal())
-    steps += [Resume(n) for n in sorted(paused)] + [Restart(n) for n in sorted(dead)]
+    steps += [Resume(n) for n in sorted(paused)]
+    steps += [Restart(n) for n in sorted(killed)]
     return steps

@@ -1,0 +1,132 @@
+"""A RuleBasedStateMachine over a real 3-node Cluster: registrations, unregistrations,
+process exits, partitions, heals, kills and restarts; after every settle the registry
+invariants hold: every node agrees, every name maps to a live process, one owner each.
+
+Bounded for CI: 3 examples of at most 8 steps, each step settling within seconds
+(`settings` below); about 20-40 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import zmesh_test_app as app
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from zmesh.testing import Cluster
+
+NAMES = ["alpha", "beta", "gamma"]
+NODES = ["n1", "n2", "n3"]
+
+
+class RegistryUnderFaults(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.cluster = Cluster(3)
+        self.run(self.cluster.__aenter__())
+        self.dead: set[str] = set()
+        self.partitioned = False
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    def live(self) -> list[str]:
+        return [n for n in NODES if n not in self.dead]
+
+    @rule(home=st.sampled_from(NODES), name=st.sampled_from(NAMES))
+    def register(self, home: str, name: str) -> None:
+        if home in self.dead:
+            return
+        node = self.cluster[home]
+        pid = node.spawn(app.idle)
+        self.run(node.register(name, pid))
+
+    @rule(home=st.sampled_from(NODES), name=st.sampled_from(NAMES))
+    def unregister(self, home: str, name: str) -> None:
+        if home not in self.dead:
+            self.run(self.cluster[home].unregister(name))
+
+    @rule(name=st.sampled_from(NAMES))
+    def owner_exits(self, name: str) -> None:
+        for home in self.live():
+            pid = self.cluster[home].whereis(name)
+            if pid is not None and pid.node == home:
+                self.cluster[home].exit(pid, "kill")
+                return
+
+    @rule(alone=st.sampled_from(NODES))
+    def partition(self, alone: str) -> None:
+        self.run(self.cluster.partition([alone]))
+        self.partitioned = True
+        self.settle()
+
+    @precondition(lambda self: self.partitioned)
+    @rule()
+    def heal(self) -> None:
+        self.run(self.cluster.heal())
+        self.partitioned = False
+        self.settle()
+
+    @precondition(lambda self: len(self.dead) < 2)
+    @rule(victim=st.sampled_from(NODES))
+    def kill(self, victim: str) -> None:
+        if victim not in self.dead:
+            self.run(self.cluster.kill(victim))
+            self.dead.add(victim)
+            self.settle()
+
+    @precondition(lambda self: bool(self.dead))
+    @rule()
+    def restart(self) -> None:
+        name = sorted(self.dead)[0]
+        self.run(self.cluster.restart(name))
+        self.dead.discard(name)
+        self.settle()
+
+    def settle(self) -> None:
+        self.run(self.cluster.settle(timeout=15))
+        self.run(asyncio.sleep(0.15))  # registry tables ride right behind the node-up
+
+    @invariant()
+    def registry_invariants_hold_within_each_connected_group(self) -> None:
+        self.run(asyncio.sleep(0.05))
+        for name in NAMES:
+            for home in self.live():
+                pid = self.cluster[home].whereis(name)
+                if pid is None:
+                    continue
+                # one owner, alive on its node
+                assert pid.node in self.live(), (name, home, pid)
+                assert self.cluster[pid.node].is_alive(pid), (name, home, pid)
+                for other in self.live():
+                    if self.cluster.reachable(home, other) and pid.node == home:
+                        assert self.cluster[other].whereis(name) == pid, (name, home, other)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.cluster.heal())
+            for name in sorted(self.dead):
+                self.run(self.cluster.restart(name))
+            self.run(self.cluster.settle(timeout=15))
+            self.run(asyncio.sleep(0.3))
+            views = [{n: self.cluster[h].whereis(n) for n in NAMES} for h in NODES]
+            assert all(v == views[0] for v in views), views
+            for pid in views[0].values():
+                assert pid is None or self.cluster[pid.node].is_alive(pid)
+        finally:
+            self.run(self.cluster.__aexit__(None, None, None))
+            self.loop.close()
+
+
+RegistryUnderFaults.TestCase.settings = settings(
+    max_examples=3,
+    stateful_step_count=8,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+test_registry_under_faults = pytest.mark.timeout(240)(RegistryUnderFaults.TestCase)
