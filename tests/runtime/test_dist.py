@@ -9,19 +9,11 @@ import zmesh_test_app as app
 
 import zmesh
 from zmesh import Down, Exit, Node, NodeConfig
+from zmesh.testing import wait_until
 
 from ..conftest import COOKIE
 
 FAST = NodeConfig(tick=0.1, down_after=0.5)
-
-
-async def wait_until(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_connect_returns_the_peer_name_and_lists_nodes(two_nodes) -> None:  # type: ignore[no-untyped-def]

@@ -7,20 +7,12 @@ from contextlib import AsyncExitStack
 
 import zmesh
 from zmesh import HashRing, Node, NodeConfig
+from zmesh.testing import wait_until
 
 from ..conftest import COOKIE
 
 FAST = NodeConfig(tick=0.1, down_after=0.5)
 KEYS = [f"user:{i}" for i in range(500)]
-
-
-async def wait_until(predicate, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_lone_node_owns_every_key(local_node: Node) -> None:
