@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from zmesh.testing import Cluster
+from zmesh.core.registry_state import leader_for
+from zmesh.testing import Cluster, wait_until
 
 NAMES = ["alpha", "beta", "gamma"]
 NODES = ["n1", "n2", "n3"]
@@ -130,3 +131,25 @@ RegistryUnderFaults.TestCase.settings = settings(
     suppress_health_check=list(HealthCheck),
 )
 test_registry_under_faults = pytest.mark.timeout(240)(RegistryUnderFaults.TestCase)
+
+
+async def test_a_late_add_of_a_removed_name_does_not_defeat_the_next_owner(
+    zmesh_cluster: Cluster,
+) -> None:
+    """n1 registers and unregisters a name whose leader is n3, while n1's frames to n2
+    are held back: n2 hears nothing of it, asks n3, and gets the name. When n1's add
+    reaches n2 at last it must not come back as an earlier owner that defeats n2's."""
+    c = zmesh_cluster
+    name = next(f"late{i}" for i in range(1000) if leader_for(f"late{i}", NODES) == "n3")
+    first, second = c["n1"].spawn(app.idle), c["n2"].spawn(app.idle)
+    await c.delay("n1", "n2", 0.3)
+    assert await c["n1"].register(name, first)
+    await c["n1"].unregister(name)
+    await wait_until(lambda: c["n3"].whereis(name) is None, 1)
+    assert c["n2"].whereis(name) is None
+    assert await c["n2"].register(name, second)
+    async with c["n1"].process() as me:  # per-pair FIFO: n1's held frames are in at n2
+        c["n1"].send(c["n2"].spawn(app.echo), (me.pid, "flushed"))
+        assert await me.receive(timeout=5) == ("echo", "flushed")
+    assert c["n2"].is_alive(second)
+    assert [n.whereis(name) for n in c] == [second] * 3

@@ -156,6 +156,7 @@ class RegistryState:
         self._by_node: dict[str, dict[Pid, None]] = {}
         # Insertion order follows `now` (a refresh re-inserts), which lets prune stop early.
         self._tombstones: dict[_Key, float] = {}
+        self._tombstoned: dict[str, dict[Stamp, None]] = {}  # the same keys, by name
         self._reported: set[_Key] = set()  # live candidates already reported as losers
         # Reported losers since removed: remembered for `ttl` so that an instance taken
         # back after `remove_node` is not reported a second time.
@@ -190,6 +191,11 @@ class RegistryState:
     def snapshot(self) -> list[Entry]:
         """Every live candidate, conflict losers not yet removed included (no order)."""
         return [entry for cands in self._candidates.values() for entry in cands.values()]
+
+    def removed(self, name: str) -> list[Stamp]:
+        """The stamps of `name`'s removed instances still remembered (tombstoned), so a
+        leader's grant can carry them: the grantee then ignores a late add of one."""
+        return list(self._tombstoned.get(check_name(name), ()))
 
     def own_entries(self, node: str) -> list[Entry]:
         """The live candidates whose pid runs on `node`: what `node` announces."""
@@ -290,7 +296,11 @@ class RegistryState:
         if not ttl >= 0:
             raise ConfigError(f"prune needs a ttl >= 0, got {ttl!r}")
         horizon = now - ttl
-        _expire(self._tombstones, horizon)
+        for name, stamp in _expire(self._tombstones, horizon):
+            stamps = self._tombstoned[name]
+            del stamps[stamp]
+            if not stamps:
+                del self._tombstoned[name]
         _expire(self._retired, horizon)
         self._reservations = {n: r for n, r in self._reservations.items() if r.expires > now}
 
@@ -331,6 +341,7 @@ class RegistryState:
         # Re-insert so the dict stays ordered by time; never shorten a tombstone's life.
         since = self._tombstones.pop(key, now)
         self._tombstones[key] = max(since, now)
+        self._tombstoned.setdefault(key[0], {})[key[1]] = None
 
     def _add(self, entry: Entry) -> list[Effect]:
         name, stamp = entry.name, entry.stamp
@@ -413,9 +424,10 @@ def _stamp(entry: Entry) -> Stamp:
     return entry.stamp
 
 
-def _expire(since: dict[_Key, float], horizon: float) -> None:
-    """Drop the items older than `horizon` from a dict kept in time order. If `now` ever
-    went backwards the order is only approximate and some items live longer: safe."""
+def _expire(since: dict[_Key, float], horizon: float) -> list[_Key]:
+    """Drop the items older than `horizon` from a dict kept in time order, and return
+    their keys. If `now` ever went backwards the order is only approximate and some
+    items live longer: safe."""
     expired = []
     for key, time in since.items():
         if time >= horizon:
@@ -423,3 +435,4 @@ def _expire(since: dict[_Key, float], horizon: float) -> None:
         expired.append(key)
     for key in expired:
         del since[key]
+    return expired

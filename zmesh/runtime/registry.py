@@ -32,15 +32,25 @@ _HOLD = 5.0  # how long a leader's grant waits for the winner's broadcast
 
 
 def _wire(entry: Entry) -> list[Any]:
-    s = entry.stamp
-    return [entry.name, entry.pid, s.time, s.node, s.seq]
+    return [entry.name, entry.pid, *_wire_stamp(entry.stamp)]
+
+
+def _wire_stamp(stamp: Stamp) -> list[Any]:
+    return [stamp.time, stamp.node, stamp.seq]
 
 
 def _entry(data: Any) -> Entry:
-    name, pid, t, node, seq = data
+    name, pid, *stamp = data
     if type(pid) is not Pid or type(name) is not str:
         raise TypeError(f"not a registry entry: {data!r}")
-    return Entry(name, pid, Stamp(float(t), str(node), int(seq)))
+    return Entry(name, pid, _stamp(stamp))
+
+
+def _stamp(data: Any) -> Stamp:
+    t, node, seq = data
+    if type(node) is not str:
+        raise TypeError(f"not a registry stamp: {data!r}")
+    return Stamp(float(t), node, int(seq))
 
 
 class Registry:
@@ -91,6 +101,10 @@ class Registry:
         return self.state.whereis(name) == pid
 
     async def _reserve(self, name: str, pid: Pid) -> bool:
+        """Ask `name`'s leader for a grant. A grant carries the stamps of the name's
+        removed registrations that the leader remembers: an add of one of them may still
+        be on its way here from its node (each link is FIFO, the links are not ordered
+        with each other), and must not come back as an earlier owner that defeats ours."""
         for _ in range(3):  # the leader may go down between choosing it and asking it
             leader = leader_for(name, self._members())
             if leader == self.node.name:
@@ -98,9 +112,20 @@ class Registry:
             dist = self.node._dist
             assert dist is not None
             try:
-                return bool(await dist.request(leader, "reg.reserve", [name, pid], None))
+                reply = await dist.request(leader, "reg.reserve", [name, pid], None)
             except NodeDown:
                 await asyncio.sleep(0.01)
+                continue
+            try:
+                granted, removed = reply
+                stamps = [_stamp(s) for s in removed]
+            except (TypeError, ValueError):
+                log.warning("%s: malformed grant for %r from %s", self.node.name, name, leader)
+                return False
+            now = self._now()
+            for stamp in stamps:
+                self._apply(self.state.remove(name, stamp, now))
+            return granted is True
         return False
 
     async def unregister(self, name: str) -> None:
@@ -115,6 +140,12 @@ class Registry:
     def _remove(self, entry: Entry) -> None:
         self._apply(self.state.remove(entry.name, entry.stamp, self._now()))
         self._broadcast("reg.remove", _wire(entry))
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget tombstones older than the ttl. Called where tombstones are made: cheap,
+        as the state keeps them in time order and stops at the first young one."""
+        self.state.prune(self._now(), self.node.config.tombstone_ttl)
 
     async def _ask_host(self, pid: Pid, body: list[Any]) -> Any:
         dist = self.node._dist
@@ -134,11 +165,13 @@ class Registry:
         if self.node._dist is not None:
             self.node._dist.broadcast(op, body)
 
-    def _on_reserve(self, sender: str, body: Any) -> bool:
+    def _on_reserve(self, sender: str, body: Any) -> list[Any]:
         name, pid = body
         if type(pid) is not Pid or pid.node != sender:
             raise TypeError("a node may only reserve names for its own processes")
-        return self.state.reserve(name, pid, self._now(), _HOLD)
+        if not self.state.reserve(name, pid, self._now(), _HOLD):
+            return [False, []]
+        return [True, [_wire_stamp(s) for s in self.state.removed(name)]]
 
     async def _on_register_request(self, sender: str, body: Any) -> bool:
         op, name, pid = body
@@ -156,6 +189,7 @@ class Registry:
     def _on_remove(self, sender: str, body: Any) -> None:
         entry = _entry(body)
         self._apply(self.state.remove(entry.name, entry.stamp, self._now()))
+        self._prune()
 
     def _on_table(self, sender: str, body: Any) -> None:
         entries = [_entry(e) for e in body]
@@ -174,13 +208,16 @@ class Registry:
             # relays a stale entry; a joiner hears every node as it connects to each.
             own = self.state.own_entries(self.node.name)
             dist.cast(name, "reg.table", [_wire(e) for e in own])
-        self.state.prune(now, self.node.config.tombstone_ttl)
+        self._prune()
 
     def _on_exit(self, pid: Pid, reason: object) -> None:
         if pid.node != self.node.name:
             return
-        for entry in self.state.remove_pid(pid, self._now()):
+        removed = self.state.remove_pid(pid, self._now())
+        for entry in removed:
             self._broadcast("reg.remove", _wire(entry))
+        if removed:
+            self._prune()
 
     def _apply(self, effects: Iterable[object]) -> None:
         """Carry out the state machine's effects: conflicts are resolved on the loser's node."""
