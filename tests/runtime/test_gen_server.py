@@ -88,6 +88,56 @@ async def test_call_timeout_is_a_timeout_error_and_late_replies_are_discarded(
     assert all(p == pid for p in local_node.processes())
 
 
+class Unruly(GenServer):
+    """Replies to deferred calls in reverse order, and can turn on its callers."""
+
+    async def init(self) -> None:
+        self.waiting: list[tuple[zmesh.Caller, Any]] = []
+
+    async def handle_call(self, request: Any, caller: zmesh.Caller) -> Any:
+        if request == "flush":
+            for waiter, value in reversed(self.waiting):
+                self.reply(waiter, value)
+            self.waiting.clear()
+            return "flushed"
+        if request == "link and crash":
+            self.process.link(caller.pid)
+            raise RuntimeError("crashing with a linked caller")
+        if request == "kill the caller":
+            self.node.exit(caller.pid, "kill")
+            return zmesh.NOREPLY
+        self.waiting.append((caller, request))
+        return zmesh.NOREPLY
+
+
+async def test_concurrent_calls_each_get_their_own_reply(local_node: Node) -> None:
+    pid = await local_node.start(Unruly)
+    calls = [asyncio.ensure_future(local_node.call(pid, i)) for i in range(200)]
+    await asyncio.sleep(0.05)
+    assert await local_node.call(pid, "flush") == "flushed"
+    assert await asyncio.gather(*calls) == list(range(200))
+
+
+async def test_callers_survive_what_a_server_does_to_the_caller_pid(local_node: Node) -> None:
+    """Callers share the node's call router; a server that links to it and crashes, or
+    kills it, fails only the calls in flight: later calls work."""
+    pid = await local_node.start(Unruly)
+    with pytest.raises(zmesh.CallError, match="RuntimeError"):
+        await local_node.call(pid, "link and crash")
+    pid = await local_node.start(Unruly)
+    waiting = asyncio.ensure_future(local_node.call(pid, "pending"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(zmesh.ProcessExited):
+        await local_node.call(pid, "kill the caller")
+    with pytest.raises(zmesh.ProcessExited):
+        await waiting
+    later = asyncio.ensure_future(local_node.call(pid, "later"))
+    await asyncio.sleep(0.01)
+    assert await local_node.call(pid, "flush") == "flushed"
+    assert await later == "later"
+    assert local_node.processes() == [pid]
+
+
 async def test_call_to_a_dead_pid_or_unknown_name_raises_noproc(local_node: Node) -> None:
     pid = await local_node.start(app.Counter)
     local_node.exit(pid, "kill")

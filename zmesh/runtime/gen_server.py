@@ -12,13 +12,12 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from zmesh.errors import CallError, CallTimeout, NoProc
-from zmesh.runtime.process import ExitProcess
+from zmesh.errors import CallError, CallTimeout, NoProc, ProcessExited
+from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import NORMAL, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
-    from zmesh.runtime.process import Process
 
 log = logging.getLogger("zmesh.gen_server")
 
@@ -165,30 +164,61 @@ def _exit_with(reason: object) -> None:
 
 
 async def call(node: Node, target: Pid, request: Any, timeout: float) -> Any:
-    """Send a call to `target` and wait for its reply (see `Node.call`).
+    """Send a call to `target` and wait for its reply (see `Node.call`)."""
+    return await node._call_router().call(target, request, timeout)
 
-    The reply slot is a short-lived process: a reply that arrives after a timeout finds
-    it gone and is dropped, and its exit takes the monitor on `target` down with it.
+
+class CallRouter(Process):
+    """The node's receiver of call replies: one long-lived pid stands for every caller.
+
+    A call monitors its target from this process, with the monitor's ref as the call's
+    tag; the reply `(ref, value)` or the `Down` finds the waiting call by that ref. A
+    reply to a call that timed out finds nothing and is dropped, like anything else
+    sent here. A caller's pid that does not change from call to call stays in both
+    nodes' codec caches, and no process is made and torn down per call.
     """
-    me = node._new_process()
-    try:
-        ref = me.monitor(target)
-        node.send(target, (CALL, (me.pid, ref), request))
+
+    __slots__ = ("_calls",)
+
+    def __init__(self, node: Node, pid: Pid) -> None:
+        super().__init__(node, pid)
+        self.trap_exit = True  # exit signals (from a server linked to it) are dropped
+        self._calls: dict[Ref, asyncio.Future[Any]] = {}
+
+    def deliver(self, message: object) -> None:
+        if type(message) is tuple and len(message) == 2 and type(message[0]) is Ref:
+            waiting = self._calls.pop(message[0], None)
+            if waiting is not None:
+                waiting.set_result(message[1])
+        elif type(message) is Down:
+            waiting = self._calls.pop(message.ref, None)
+            if waiting is not None:
+                waiting.set_exception(_call_failed(message.pid, message.reason))
+
+    def _abort_receive(self, reason: object) -> None:
+        calls, self._calls = self._calls, {}
+        for waiting in calls.values():
+            waiting.set_exception(ProcessExited(reason))
+
+    async def call(self, target: Pid, request: Any, timeout: float) -> Any:
+        node = self.node
+        ref = node.make_ref()
+        waiting = self._calls[ref] = node._loop.create_future()
+        timer = node._loop.call_later(timeout, self._time_out, ref, target, timeout)
         try:
-            message = await me.receive(
-                lambda m: (
-                    (type(m) is tuple and len(m) == 2 and m[0] == ref)
-                    or (type(m) is Down and m.ref == ref)
-                ),
-                timeout=timeout,
-            )
-        except TimeoutError:
-            raise CallTimeout(f"{target} did not reply within {timeout} s") from None
-    finally:
-        node._terminate(me, NORMAL)
-    if type(message) is Down:
-        raise _call_failed(target, message.reason)
-    return message[1]
+            node._monitor(self, target, ref)  # a dead target's Down comes at once
+            if not waiting.done():
+                node.send(target, (CALL, (self.pid, ref), request))
+            return await waiting
+        finally:
+            timer.cancel()
+            self._calls.pop(ref, None)
+            node._demonitor(self, ref)
+
+    def _time_out(self, ref: Ref, target: Pid, timeout: float) -> None:
+        waiting = self._calls.pop(ref, None)
+        if waiting is not None:
+            waiting.set_exception(CallTimeout(f"{target} did not reply within {timeout} s"))
 
 
 def _call_failed(target: Pid, reason: object) -> NoProc:

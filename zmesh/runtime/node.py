@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zmesh.errors import CallError, CallTimeout, ConfigError, NameTaken, NoProc, ZmeshError
+from zmesh.runtime import gen_server
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
@@ -78,11 +79,12 @@ class Node:
         self._started = False
         self._stopping = False
         self._gc_owner = False
-        self._services: list[Any] = []
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by start()  # subsystems with `async stop()`, stopped in reverse
+        self._services: list[Any] = []  # subsystems with `async stop()`, stopped in reverse
+        self._calls: gen_server.CallRouter | None = None  # made by the first call
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by boot()
 
     def __repr__(self) -> str:
-        return f"<Node {self.name!r} {self.address or 'local'} {len(self._procs)} processes>"
+        return f"<Node {self.name!r} {self.address or 'local'} {len(self.processes())} processes>"
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -211,12 +213,21 @@ class Node:
         task.add_done_callback(proc)
         return proc.pid
 
-    def _new_process(self) -> Process:
+    def _new_process(self, kind: type[Process] = Process) -> Process:
         if self._stopping:
             raise ZmeshError(f"node {self.name!r} is stopping")
         pid = Pid(self.name, next(self._ids), self.creation)
-        proc = self._procs[pid.id] = Process(self, pid)
+        proc = self._procs[pid.id] = kind(self, pid)
         return proc
+
+    def _call_router(self) -> gen_server.CallRouter:
+        """The process that receives this node's call replies (made again if killed)."""
+        router = self._calls
+        if router is None or router._exit_reason is not None:
+            made = self._new_process(gen_server.CallRouter)
+            assert isinstance(made, gen_server.CallRouter)
+            router = self._calls = made
+        return router
 
     @contextlib.asynccontextmanager
     async def process(self) -> AsyncIterator[Process]:
@@ -245,8 +256,13 @@ class Node:
         self._terminate(proc, reason)
 
     def processes(self) -> list[Pid]:
-        """Pids of the live processes on this node."""
-        return [p.pid for p in self._procs.values()]
+        """Pids of the live processes on this node (not the node's own call router)."""
+        return [p.pid for p in self._listed()]
+
+    def _listed(self) -> list[Process]:
+        """The processes that inspection shows: all but the call router."""
+        calls = self._calls
+        return [p for p in self._procs.values() if p is not calls]
 
     def is_alive(self, pid: Pid) -> bool:
         """Whether `pid` names a live process on this node."""
@@ -463,8 +479,9 @@ class Node:
         elif self._dist is not None:
             self._dist.send_unlink(proc.pid, pid)
 
-    def _monitor(self, proc: Process, pid: Pid) -> Ref:
-        ref = self.make_ref()
+    def _monitor(self, proc: Process, pid: Pid, ref: Ref | None = None) -> Ref:
+        if ref is None:
+            ref = self.make_ref()
         if proc.monitors is None:
             proc.monitors = {}
         proc.monitors[ref] = pid
@@ -527,7 +544,7 @@ class Node:
             "nodes": self.nodes(),
             "processes": [
                 {"pid": str(p.pid), "node": self.name, "messages": p.pending()}
-                for p in self._procs.values()
+                for p in self._listed()
             ],
             "registered": registry.registered() if registry is not None else [],
             "stats": self.stats(),
@@ -577,8 +594,6 @@ class Node:
     async def _start_local(
         self, cls: Any, args: list[Any], name: str | None, timeout: float
     ) -> Pid:
-        from zmesh.runtime import gen_server
-
         if not gen_server.is_server(cls):
             raise ConfigError(f"start needs a GenServer subclass, got {cls!r}")
         async with self.process() as me:
@@ -617,17 +632,13 @@ class Node:
         Raises CallTimeout (a TimeoutError) after `timeout`, NoProc if the target does
         not exist or its node is lost, CallError (a NoProc) if it exits during the call.
         """
-        from zmesh.runtime import gen_server
-
         pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
         timeout = self.config.call_timeout if timeout is None else timeout
         return await gen_server.call(self, pid, request, timeout)
 
     def cast(self, target: Pid | str, request: Any) -> None:
         """Send a request that expects no reply; never waits, never fails (like send)."""
-        from zmesh.runtime.gen_server import CAST
-
-        self.send(target, (CAST, request))
+        self.send(target, (gen_server.CAST, request))
 
     # -- supervisors ---------------------------------------------------------------------------
 
@@ -690,7 +701,7 @@ class Node:
 
     def stats(self) -> dict[str, int]:
         """Counters: processes, peers, and every kind of refused inbound frame."""
-        out = {"processes": len(self._procs)}
+        out = {"processes": len(self._procs) - (self._calls is not None and self._calls.alive)}
         if self._dist is not None:
             out.update(self._dist.stats())
         return out

@@ -155,6 +155,10 @@ class ZmqTransport:
                 on_frame(identity, parts)
             except Exception:
                 log.exception("inbound frame handler failed")
+            # Cheaper than the zmq.Again that the next receive would raise, and it
+            # re-arms the edge-triggered descriptor just as well.
+            if not int(router.get(zmq.EVENTS)) & zmq.POLLIN:
+                return
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
@@ -214,7 +218,8 @@ class ZmqLink:
         self._held: deque[tuple[float, bytes, int]] = deque()
         self._release_timer: asyncio.TimerHandle | None = None
         self._queued = 0
-        self._dirty = False
+        self._dirty = False  # a flush is due at the end of this loop iteration
+        self._sent = False  # a frame already left in this loop iteration
         self._watching = False
         sock = transport._ctx.socket(zmq.DEALER)
         # A leading zero byte is reserved by ZeroMQ for generated identities.
@@ -249,8 +254,9 @@ class ZmqLink:
     def enqueue(self, envelope: bytes, urgent: bool = True) -> None:
         """Queue `envelope`; raise QueueFull when the peer is this far behind.
 
-        An urgent envelope (a message) on an idle link leaves at once; anything else
-        waits for the end of the loop iteration and shares a frame with what follows.
+        The first urgent envelope (a message) of a loop iteration leaves at once, with
+        the signals queued before it; anything else waits for the end of the iteration
+        and shares a frame with what follows.
         """
         if self.closed:
             return
@@ -258,33 +264,38 @@ class ZmqLink:
             raise QueueFull(
                 f"{self._queued} bytes already queued for {self.address}: the peer is not reading"
             )
+        if not self._dirty:
+            self._dirty = True
+            self._transport._mark_dirty(self)
         transport = self._transport
         if (
             urgent
-            and not self._dirty
+            and not self._sent
             and not self._blocked
             and not transport._paused
             and transport.faults is None
             and not self._held
+            and self._queued < self._batch_bytes  # the outbox fits in one frame
         ):
-            # An idle link sends at once: a round trip does not wait a loop iteration per
-            # hop. What follows in the same iteration is coalesced into one frame.
-            self._dirty = True
-            self._transport._mark_dirty(self)
+            # A round trip does not wait a loop iteration per hop (a call's monitor
+            # rides with its request); what follows in the same iteration is coalesced.
+            self._sent = True
+            outbox = self._outbox
             try:
-                self._sock.send(frame([envelope], self._seq), zmq.NOBLOCK)
-                self._seq += 1
-                return
+                self._sock.send(frame([*outbox, envelope], self._seq), zmq.NOBLOCK)
             except zmq.Again:
                 pass
-        elif not self._dirty:
-            self._dirty = True
-            self._transport._mark_dirty(self)
+            else:
+                self._seq += 1
+                if outbox:
+                    self._queued -= sum(map(len, outbox))
+                    self._outbox = []
+                return
         self._outbox.append(envelope)
         self._queued += len(envelope)
 
     def _flush(self, now: float) -> None:
-        self._dirty = False
+        self._dirty = self._sent = False
         if self.closed:
             return
         self.last_flush = now
