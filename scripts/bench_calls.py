@@ -23,27 +23,24 @@ from bench_remote import percentile, raw, run, start_far_node
 import zmesh
 
 
+async def timed_calls(node: zmesh.Node, pid: zmesh.Pid, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await node.call(pid, "inc")
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
 async def local_calls(n: int) -> list[float]:
     async with zmesh.Node("bench", listen=None) as node:
-        pid = await node.start(bench_app.Counter)
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await node.call(pid, "inc")
-            samples.append(time.perf_counter() - t)
-        return samples
+        return await timed_calls(node, await node.start(bench_app.Counter), n)
 
 
 async def remote_calls(address: str, n: int) -> list[float]:
     async with zmesh.Node("near", cookie="bench") as node:
         await node.connect(address)
-        pid = await node.start("bench_app:Counter", on="far")
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await node.call(pid, "inc")
-            samples.append(time.perf_counter() - t)
-        return samples
+        return await timed_calls(node, await node.start("bench_app:Counter", on="far"), n)
 
 
 async def restart_times(n: int) -> list[float]:
