@@ -242,3 +242,9 @@ async def test_pids_compare_by_value_and_name_their_node(local_node: Node) -> No
     assert pid == same and hash(pid) == hash(same)
     assert local_node.name in str(pid)
     assert pid.node == "local" and pid.creation == local_node.creation
+
+
+def test_nodes_made_in_the_same_millisecond_are_different_incarnations() -> None:
+    nodes = [Node("same", listen=None) for _ in range(50)]
+    creations = [n.creation for n in nodes]
+    assert creations == sorted(set(creations))  # strictly increasing: no two alike

@@ -60,7 +60,7 @@ class Node:
         self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
         _check_node_name(self.name)
         # The incarnation: a restarted node gets a larger one, so its old pids are stale.
-        self.creation = time.time_ns() // 1_000_000  # milliseconds since the epoch
+        self.creation = _next_creation()
         self.config = config or NodeConfig()
         self._listen = listen
         self._cookie = cookie.encode() if isinstance(cookie, str) else cookie
@@ -725,6 +725,17 @@ async def _named_server(
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not 0 < len(name) <= 255:
         raise ConfigError(f"a registered name must be a str of 1-255 characters, got {name!r}")
+
+
+_last_creation = 0
+
+
+def _next_creation() -> int:
+    """Milliseconds since the epoch, but always above the last one this process made:
+    a node restarted within the same millisecond still gets a new incarnation."""
+    global _last_creation
+    _last_creation = max(time.time_ns() // 1_000_000, _last_creation + 1)
+    return _last_creation
 
 
 def _check_node_name(name: str) -> None:
