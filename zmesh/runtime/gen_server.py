@@ -2,7 +2,8 @@
 
 Calls and casts are ordinary messages, so they keep per-sender order and work across
 nodes unchanged: `("$gen_call", (caller_pid, ref), request)` and
-`("$gen_cast", request)`; the reply is `(ref, value)` sent to the caller's pid.
+`("$gen_cast", request)`; the reply is `(ref, value)` sent to the caller's pid (see
+`CallRouter`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ NOREPLY: Final = _NoReply()
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is waiting for a reply: the calling process and the call's reference."""
+    """Who is waiting for a reply: the pid the reply goes to (for `Node.call`, the
+    calling node's call router, which hands it to the waiting call) and the call's ref."""
 
     pid: Pid
     ref: Ref
