@@ -159,10 +159,6 @@ class Cluster:
         if self._closed:
             raise ConfigError("this Cluster is closed: it starts no more nodes")
         previous = self._nodes.get(name)
-        if previous is not None:
-            # Incarnations are in milliseconds: never reuse the old one.
-            while time.time_ns() // 1_000_000 <= previous.creation:
-                await asyncio.sleep(0.001)
         seeds = [address for other, address in self.addresses.items() if other != name]
         listen = self.addresses.get(name, _LOOPBACK)
         node = Node(name, listen=listen, seeds=seeds, **self._options)
