@@ -10,6 +10,7 @@ import zmesh_test_app as app
 
 import zmesh
 from zmesh import Down, GenServer, Node
+from zmesh.testing import wait_until
 
 
 class Deferred(GenServer):
@@ -217,3 +218,16 @@ async def test_remote_start_of_an_unloaded_module_is_refused(two_nodes) -> None:
     _a, b = two_nodes
     with pytest.raises(zmesh.RemoteError, match="not loaded"):
         await b.start(app.Counter, on="a")
+
+
+async def test_remote_calls_leave_no_monitor_behind_on_either_node(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    pid = await b.start(app.Counter, 0)
+    replies = await asyncio.gather(*(a.call(pid, "increment") for _ in range(2000)))
+    assert sorted(replies) == list(range(1, 2001))
+    with pytest.raises(zmesh.CallTimeout):  # a timed-out call cleans up too
+        await a.call(await b.start(Deferred), "slow", timeout=0.05)
+    server = b._procs[pid.id]
+    await wait_until(lambda: not server.watchers and not b._dist._cross["a"].watchers, 2)
+    router = a._call_router()
+    assert not router.monitors and not router._calls and not a._dist._cross["b"].monitors
