@@ -9,6 +9,7 @@ Bounded for CI: 3 examples of at most 8 steps, each step settling within seconds
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from zmesh.core.registry_state import leader_for
-from zmesh.testing import Cluster, wait_until
+from zmesh.testing import TEST_CONFIG, Cluster, wait_until
 
 NAMES = ["alpha", "beta", "gamma"]
 NODES = ["n1", "n2", "n3"]
@@ -133,6 +134,9 @@ RegistryUnderFaults.TestCase.settings = settings(
 test_registry_under_faults = pytest.mark.timeout(240)(RegistryUnderFaults.TestCase)
 
 
+# n1's frames to n2 are held back 1 s: down_after must outlast that, and the steps
+# before n2 registers must fit in it even on a loaded machine.
+@pytest.mark.zmesh_nodes(3, config=dataclasses.replace(TEST_CONFIG, down_after=3.0))
 async def test_a_late_add_of_a_removed_name_does_not_defeat_the_next_owner(
     zmesh_cluster: Cluster,
 ) -> None:
@@ -140,9 +144,10 @@ async def test_a_late_add_of_a_removed_name_does_not_defeat_the_next_owner(
     are held back: n2 hears nothing of it, asks n3, and gets the name. When n1's add
     reaches n2 at last it must not come back as an earlier owner that defeats n2's."""
     c = zmesh_cluster
+    assert c["n2"].config.down_after == 3.0
     name = next(f"late{i}" for i in range(1000) if leader_for(f"late{i}", NODES) == "n3")
     first, second = c["n1"].spawn(app.idle), c["n2"].spawn(app.idle)
-    await c.delay("n1", "n2", 0.3)
+    await c.delay("n1", "n2", 1.0)
     assert await c["n1"].register(name, first)
     await c["n1"].unregister(name)
     await wait_until(lambda: c["n3"].whereis(name) is None, 1)
