@@ -149,6 +149,7 @@ async def test_a_late_add_of_a_removed_name_does_not_defeat_the_next_owner(
     first, second = c["n1"].spawn(app.idle), c["n2"].spawn(app.idle)
     await c.delay("n1", "n2", 1.0)
     assert await c["n1"].register(name, first)
+    await wait_until(lambda: c["n3"].whereis(name) == first, 1)  # the add reached the leader
     await c["n1"].unregister(name)
     await wait_until(lambda: c["n3"].whereis(name) is None, 1)
     assert c["n2"].whereis(name) is None
