@@ -84,7 +84,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by boot()
 
     def __repr__(self) -> str:
-        return f"<Node {self.name!r} {self.address or 'local'} {len(self.processes())} processes>"
+        return f"<Node {self.name!r} {self.address or 'local'} {self._count()} processes>"
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -258,6 +258,11 @@ class Node:
     def processes(self) -> list[Pid]:
         """Pids of the live processes on this node (not the node's own call router)."""
         return [p.pid for p in self._listed()]
+
+    def _count(self) -> int:
+        """How many processes `processes()` lists, without building the list."""
+        calls = self._calls
+        return len(self._procs) - (calls is not None and calls.alive)
 
     def _listed(self) -> list[Process]:
         """The processes that inspection shows: all but the call router."""
@@ -701,7 +706,7 @@ class Node:
 
     def stats(self) -> dict[str, int]:
         """Counters: processes, peers, and every kind of refused inbound frame."""
-        out = {"processes": len(self._procs) - (self._calls is not None and self._calls.alive)}
+        out = {"processes": self._count()}
         if self._dist is not None:
             out.update(self._dist.stats())
         return out
@@ -711,8 +716,6 @@ async def _named_server(
     proc: Process, cls: type[GenServer], args: list[Any], starter: Pid, name: str | None
 ) -> None:
     """Register `name` (if any), then run the GenServer engine."""
-    from zmesh.runtime import gen_server
-
     if name is not None:
         node = proc.node
         if not await node.register(name, proc.pid):
