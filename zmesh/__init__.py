@@ -1,7 +1,8 @@
 """zmesh: Erlang/OTP-style distribution for Python over ZeroMQ.
 
 Processes that share nothing and talk by messages, locally and across nodes; links,
-monitors and supervisors; a cluster-wide name registry; a consistent-hash ring.
+monitors and supervisors; a cluster-wide name registry; a consistent-hash ring;
+services placed by the ring that fail over and hand off.
 """
 
 from zmesh.core.ring import HashRing
@@ -27,6 +28,7 @@ from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
 from zmesh.runtime.node import Node
 from zmesh.runtime.process import ExitProcess, Process
+from zmesh.runtime.services import ServiceInfo
 from zmesh.runtime.supervisor import (
     ChildInfo,
     ChildSpec,
@@ -91,6 +93,7 @@ __all__ = [
     "ReceiveTimeout",
     "Ref",
     "RemoteError",
+    "ServiceInfo",
     "Supervisor",
     "SupervisorError",
     "ZmeshError",

@@ -50,6 +50,16 @@ class NodeConfig:
     gc_thresholds: tuple[int, int, int] | None = (100_000, 50, 100)
     #: Unauthenticated peers tracked at once; more are refused until some finish.
     max_pending_handshakes: int = 256
+    #: How often each node re-checks service placement even without an event (a safety
+    #: net: membership, registry and spec changes trigger it at once).
+    service_check: float = 1.0
+    #: How long a moving service's old instance gets to answer `handoff()` and stop.
+    handoff_timeout: float = 5.0
+    #: How long messages sent by name to a service that is moving or restarting are held
+    #: (in order, on the sending node) before they are dropped and counted.
+    service_hold: float = 5.0
+    #: Messages held per service on one node; one more raises QueueFull.
+    service_hold_max: int = 100_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

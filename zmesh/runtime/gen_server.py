@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from zmesh.errors import CallError, CallTimeout, NoProc, ProcessExited
 from zmesh.runtime.process import ExitProcess, Process
-from zmesh.terms import NORMAL, Down, Exit, Pid, Ref, crash_reason
+from zmesh.terms import NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
@@ -24,6 +24,16 @@ log = logging.getLogger("zmesh.gen_server")
 
 CALL: Final = "$gen_call"
 CAST: Final = "$gen_cast"
+#: A call request the engine answers itself: `handoff()`'s value, then the server stops
+#: "shutdown" (how a service moves to another node with its state).
+HANDOFF: Final = "$zmesh.handoff"
+#: `(STOP, reason)` as a call request: the engine replies None, then the server stops
+#: through `terminate(reason)` after the messages queued before it.
+STOP: Final = "$zmesh.stop"
+#: `(RESTORE, state)` as a call request: the engine runs `restore(state)` and replies
+#: None (a moved service's state reaching an instance that had started fresh).
+RESTORE: Final = "$zmesh.restore"
+_ENGINE_TUPLES: Final = (STOP, RESTORE)
 
 
 class _NoReply:
@@ -60,6 +70,9 @@ class GenServer:
     - `handle_cast(request)`, `handle_info(message)`: no reply.
     - `terminate(reason)`: called when the server stops (a crash, `self.stop`, an exit
       signal it traps, or "shutdown" from its supervisor).
+    - `handoff()` / `restore(state)`: for a service (`Node.spawn_service`) that the ring
+      moves to another node: the old instance's `handoff()` value (msgpack-able) is
+      given to the new instance's `restore`, called after `init`.
 
     Inside the hooks `self.pid` is the server's pid and `self.node` its `Node`. An
     exception in a hook crashes the server with a reason naming the exception.
@@ -84,6 +97,15 @@ class GenServer:
     async def terminate(self, reason: object) -> None:
         """Clean up before the server exits with `reason`."""
 
+    async def handoff(self) -> Any:
+        """The state to carry when this service instance moves to another node (None by
+        default: the new instance starts from `init` alone). Must be msgpack-able."""
+        return None
+
+    async def restore(self, state: Any) -> None:
+        """Take over `state` from the instance that ran before on another node; called
+        after `init`, only when a moved instance starts."""
+
     def reply(self, caller: Caller, value: Any) -> None:
         """Answer a call that `handle_call` deferred with `NOREPLY`."""
         self.node.send(caller.pid, (caller.ref, value))
@@ -99,8 +121,15 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-async def serve(proc: Process, cls: type[GenServer], args: list[Any], starter: Pid | None) -> None:
-    """The engine: init, acknowledge `starter`, then dispatch messages to the hooks.
+async def serve(
+    proc: Process,
+    cls: type[GenServer],
+    args: list[Any],
+    starter: Pid | None,
+    restored: tuple[Any] | None = None,
+) -> None:
+    """The engine: init (then `restore(restored[0])` if given), acknowledge `starter`,
+    then dispatch messages to the hooks.
 
     `starter` is also the server's parent: an exit signal from it, trapped, stops the
     server through `terminate` (how a supervisor shuts a child down)."""
@@ -111,6 +140,8 @@ async def serve(proc: Process, cls: type[GenServer], args: list[Any], starter: P
     node = proc.node
     try:
         await _maybe_await(server.init(*args))
+        if restored is not None:
+            await _maybe_await(server.restore(restored[0]))
     except _Stop as stop:
         if starter is not None:
             node.send(starter, ("$gen_init", proc.pid, False, stop.reason))
@@ -127,6 +158,11 @@ async def serve(proc: Process, cls: type[GenServer], args: list[Any], starter: P
             message = await proc.receive()
             if type(message) is tuple and message and message[0] == CALL and len(message) == 3:
                 (caller_pid, ref), request = message[1], message[2]
+                if (type(request) is str and request == HANDOFF) or (
+                    type(request) is tuple and request and request[0] in _ENGINE_TUPLES
+                ):
+                    await _engine_request(server, request, caller_pid, ref)
+                    continue
                 caller = Caller(caller_pid, ref)
                 result = await _maybe_await(server.handle_call(request, caller))
                 if result is not NOREPLY:
@@ -151,6 +187,20 @@ async def serve(proc: Process, cls: type[GenServer], args: list[Any], starter: P
         raise
     await _terminate(server, reason)
     _exit_with(reason)
+
+
+async def _engine_request(server: GenServer, request: Any, caller: Pid, ref: Ref) -> None:
+    """Answer a HANDOFF, STOP or RESTORE call; the first two then stop the server."""
+    if request == HANDOFF:
+        state = await _maybe_await(server.handoff())
+        server.node.send(caller, (ref, state))
+        raise _Stop(SHUTDOWN)
+    if request[0] == RESTORE:
+        await _maybe_await(server.restore(request[1] if len(request) > 1 else None))
+        server.node.send(caller, (ref, None))
+        return
+    server.node.send(caller, (ref, None))
+    raise _Stop(request[1] if len(request) > 1 else SHUTDOWN)
 
 
 async def _terminate(server: GenServer, reason: object) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from zmesh.runtime.groups import Groups
     from zmesh.runtime.live_ring import LiveRing
     from zmesh.runtime.registry import Registry
+    from zmesh.runtime.services import ServiceInfo, Services
     from zmesh.runtime.supervisor import ChildInfo, ChildSpec
 
 log = logging.getLogger("zmesh.node")
@@ -76,6 +77,7 @@ class Node:
         self._registry: Registry | None = None
         self._groups: Groups | None = None
         self._ring: LiveRing | None = None
+        self._svc: Services | None = None
         self._started = False
         self._stopping = False
         self._gc_owner = False
@@ -114,10 +116,12 @@ class Node:
         from zmesh.runtime.groups import Groups
         from zmesh.runtime.live_ring import LiveRing
         from zmesh.runtime.registry import Registry
+        from zmesh.runtime.services import Services
 
         self._registry = Registry(self)
         self._groups = Groups(self)
         self._ring = LiveRing(self)
+        self._svc = Services(self)
         if self._dist is not None:
             await self._dist.start(self._seeds)
 
@@ -125,6 +129,8 @@ class Node:
         """Tell peers we leave, end every process, close every socket; idempotent."""
         if not self._started or self._stopping:
             return
+        if self._svc is not None:
+            await self._svc.leave()  # hand services over while the peers still hear us
         self._stopping = True
         for service in reversed(self._services):
             with contextlib.suppress(Exception):
@@ -148,6 +154,8 @@ class Node:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        if self._svc is not None:
+            await self._svc.close()
         dist = self._dist
         if dist is not None:
             dist.pause()
@@ -292,7 +300,13 @@ class Node:
         that cannot be encoded raises EncodeError; a full outgoing queue raises
         QueueFull.
         """
-        pid = dest if type(dest) is Pid else self._resolve(dest)
+        if type(dest) is Pid:
+            pid: Pid | None = dest
+        else:
+            svc = self._svc
+            if svc is not None and type(dest) is str and svc.intercept(dest, message):
+                return  # held for a service that is moving or restarting
+            pid = self._resolve(dest)
         if pid is None:
             return
         if pid.node == self.name:
@@ -637,13 +651,72 @@ class Node:
         Raises CallTimeout (a TimeoutError) after `timeout`, NoProc if the target does
         not exist or its node is lost, CallError (a NoProc) if it exits during the call.
         """
-        pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
         timeout = self.config.call_timeout if timeout is None else timeout
+        if type(target) is not Pid and self._svc is not None and type(target) is str:
+            # A service that is moving or restarting answers once it is back.
+            started = self._loop.time()
+            await self._svc.wait_ready(target, timeout)
+            timeout = max(timeout - (self._loop.time() - started), 0.0)
+        pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
         return await gen_server.call(self, pid, request, timeout)
 
     def cast(self, target: Pid | str, request: Any) -> None:
         """Send a request that expects no reply; never waits, never fails (like send)."""
         self.send(target, (gen_server.CAST, request))
+
+    # -- distributed services ------------------------------------------------------------------
+
+    async def spawn_service(
+        self,
+        name: str,
+        server: type[GenServer] | Callable[..., Awaitable[Any]] | str,
+        *args: Any,
+        restart: str = "permanent",
+        quorum: bool = False,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        timeout: float | None = None,
+    ) -> Pid:
+        """Run `server(*args)` once in the cluster as the service `name`; return its pid
+        once `whereis(name)` here finds it.
+
+        `server` is a GenServer class or an async function `fn(proc, *args)` (by object
+        or "module:qualname"; every node that may own the service must load its module).
+        The spec is kept on every node; the ring owner of `name` runs the instance,
+        registered globally as `name`; when that node is lost the next owner starts it
+        again, and when the ring moves it (a join, a graceful leave) it moves with the
+        state from `handoff()` to `restore()`. `restart`: "permanent" (restarted after
+        any exit) or "transient" (not after a "normal" or "shutdown" exit, which removes
+        the service), within `max_restarts` in `max_seconds`, past which the service is
+        removed. `quorum=True` runs it only on a side of a partition holding a strict
+        majority of the members this node has seen (less those that left gracefully).
+
+        Spawning a name whose spec exists returns the running pid if the spec is the same
+        (server, args, restart, quorum), else raises NameTaken, as does a name registered
+        to a process that is not a service. Raises RemoteError if the owner cannot start
+        it (the spec is then removed), CallTimeout if it is not running within `timeout`.
+        """
+        timeout = self.config.call_timeout if timeout is None else timeout
+        return await self._need_services().spawn(
+            name, server, args, restart, quorum, max_restarts, max_seconds, timeout
+        )
+
+    async def stop_service(self, name: str, *, timeout: float | None = None) -> None:
+        """Remove the service `name` cluster-wide and stop its instance through its
+        `terminate("shutdown")`; returns once the name is gone here. No effect if there
+        is no such service."""
+        timeout = self.config.call_timeout if timeout is None else timeout
+        await self._need_services().stop_service(name, timeout)
+
+    def services(self) -> list[ServiceInfo]:
+        """Every service of the cluster with its node and pid (both None while it is
+        being started or moved), sorted by name, from the local replica."""
+        return self._svc.services() if self._svc is not None else []
+
+    def _need_services(self) -> Services:
+        if self._svc is None:
+            raise ConfigError(f"node {self.name!r} is not started")
+        return self._svc
 
     # -- supervisors ---------------------------------------------------------------------------
 
@@ -709,6 +782,8 @@ class Node:
         out = {"processes": self._count()}
         if self._dist is not None:
             out.update(self._dist.stats())
+        if self._svc is not None:
+            out.update(self._svc.stats())
         return out
 
 

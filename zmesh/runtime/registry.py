@@ -16,10 +16,18 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from zmesh.core.registry_state import Conflict, Entry, RegistryState, Stamp, leader_for
+from zmesh.core.registry_state import (
+    Conflict,
+    Effect,
+    Entry,
+    OwnerChanged,
+    RegistryState,
+    Stamp,
+    leader_for,
+)
 from zmesh.errors import NodeDown
 from zmesh.terms import NAME_CONFLICT, NameConflict, Pid
 
@@ -29,6 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("zmesh.registry")
 
 _HOLD = 5.0  # how long a leader's grant waits for the winner's broadcast
+
+#: `fn(name, new_owner_or_None)`, called after the owner of a name changed here.
+NameWatcher = Callable[[str, Pid | None], None]
+#: `fn(name, winner, loser) -> bool`: True if it dealt with the losing registration of
+#: this node itself (the node's resolve policy is then not applied).
+Resolver = Callable[[str, Pid, Pid], bool]
 
 
 def _wire(entry: Entry) -> list[Any]:
@@ -60,6 +74,8 @@ class Registry:
         self.node = node
         self.state = RegistryState()
         self._seq = itertools.count(1)
+        self._watchers: list[NameWatcher] = []
+        self._resolvers: list[Resolver] = []
         node.on_exit(self._on_exit)
         dist = node._dist
         if dist is not None:
@@ -69,6 +85,14 @@ class Registry:
             dist.handle_cast("reg.remove", self._on_remove)
             dist.handle_cast("reg.table", self._on_table)
             dist.subscribe(self._on_node_event)
+
+    def watch(self, watcher: NameWatcher) -> None:
+        """Call `watcher(name, pid)` whenever the owner of a name changes on this replica."""
+        self._watchers.append(watcher)
+
+    def add_resolver(self, resolver: Resolver) -> None:
+        """Let `resolver` handle this node's losers of heal-time conflicts first."""
+        self._resolvers.append(resolver)
 
     # -- reads (local replica) ---------------------------------------------------------------
 
@@ -213,27 +237,41 @@ class Registry:
     def _on_exit(self, pid: Pid, reason: object) -> None:
         if pid.node != self.node.name:
             return
-        removed = self.state.remove_pid(pid, self._now())
+        effects: list[Effect] = []
+        removed = self.state.remove_pid(pid, self._now(), effects)
         for entry in removed:
             self._broadcast("reg.remove", _wire(entry))
         if removed:
             self._prune()
+            self._apply(effects)
 
     def _apply(self, effects: Iterable[object]) -> None:
         """Carry out the state machine's effects: conflicts are resolved on the loser's node."""
         node = self.node
         for effect in effects:
+            if type(effect) is OwnerChanged:
+                for watcher in self._watchers:
+                    try:
+                        watcher(effect.name, effect.new)
+                    except Exception:
+                        log.exception("name watcher %r failed for %r", watcher, effect.name)
+                continue
             if type(effect) is not Conflict:
                 continue
             loser = effect.loser
             if loser.pid.node != node.name:
+                continue
+            self._remove(loser)
+            if any(
+                self._resolved(r, effect.name, effect.winner.pid, loser.pid)
+                for r in self._resolvers
+            ):
                 continue
             policy = node.config.resolve
             log.info(
                 "%s: name %r: %s loses to %s (%s)",
                 node.name, effect.name, loser.pid, effect.winner.pid, policy,
             )  # fmt: skip
-            self._remove(loser)
             if callable(policy):
                 try:
                     policy(effect.name, effect.winner.pid, loser.pid)
@@ -243,6 +281,14 @@ class Registry:
                 node._send_exit(node.system_pid, loser.pid, NAME_CONFLICT, linked=False)
             elif policy == "notify":
                 node.send(loser.pid, NameConflict(effect.name, effect.winner.pid))
+
+    @staticmethod
+    def _resolved(resolver: Resolver, name: str, winner: Pid, loser: Pid) -> bool:
+        try:
+            return resolver(name, winner, loser)
+        except Exception:
+            log.exception("resolver %r failed for %r", resolver, name)
+            return False
 
 
 def local_names(registry: Registry, pids: Iterable[Pid]) -> dict[Pid, list[str]]:
