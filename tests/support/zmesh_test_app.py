@@ -48,3 +48,81 @@ class Counter(zmesh.GenServer):
     async def handle_cast(self, request: object) -> None:
         if request == "reset":
             self.count = 0
+
+
+class DistributedCounter(zmesh.GenServer):
+    """The seed's example as the README writes it: one counter in the cluster."""
+
+    async def init(self, start: int = 0) -> None:
+        self.count = start
+
+    async def handle_call(self, request: object, caller: zmesh.Caller) -> object:
+        if request == "increment":
+            self.count += 1
+        elif request == "where":
+            return self.node.name
+        return self.count
+
+    async def handoff(self) -> int:
+        return self.count
+
+    async def restore(self, state: int) -> None:
+        self.count = state
+
+
+class Tracked(zmesh.GenServer):
+    """A service that tells `report_to` of its init and terminate, keeps the casts
+    ("append", x) it got in order, and hands both over when it moves."""
+
+    async def init(self, report_to: zmesh.Pid, start: int = 0) -> None:
+        self.report_to = report_to
+        self.count = start
+        self.items: list[object] = []
+        self.restored = False
+        self.node.send(report_to, ("init", self.node.name, self.pid))
+
+    async def handle_call(self, request: object, caller: zmesh.Caller) -> object:
+        if request == "increment":
+            self.count += 1
+        elif request == "where":
+            return self.node.name
+        elif request == "items":
+            return self.items
+        elif request == "restored":
+            return self.restored
+        elif request == "exit_normally":
+            self.stop("normal")
+        elif request == "crash":
+            raise RuntimeError("asked to crash")
+        return self.count
+
+    async def handle_cast(self, request: object) -> None:
+        if isinstance(request, tuple) and request[:1] == ("append",):
+            self.items.append(request[1])
+
+    async def handle_info(self, message: object) -> None:
+        if isinstance(message, tuple) and message[:1] == ("append",):
+            self.items.append(message[1])
+
+    async def handoff(self) -> object:
+        return {"count": self.count, "items": self.items}
+
+    async def restore(self, state: dict[str, object]) -> None:
+        self.count = state["count"]  # type: ignore[assignment]
+        self.items = list(state["items"])  # type: ignore[call-overload]
+        self.restored = True
+
+    async def terminate(self, reason: object) -> None:
+        self.node.send(self.report_to, ("terminate", self.node.name, self.pid, reason))
+
+
+async def pinger(proc: zmesh.Process) -> None:
+    """A function service: answers `(sender, x)` with `("pong", node name, x)`."""
+    while True:
+        sender, message = await proc.receive()
+        proc.send(sender, ("pong", proc.node.name, message))
+
+
+class FailsInit(zmesh.GenServer):
+    async def init(self) -> None:
+        raise ValueError("init refuses")

@@ -33,7 +33,10 @@ STOP: Final = "$zmesh.stop"
 #: `(RESTORE, state)` as a call request: the engine runs `restore(state)` and replies
 #: None (a moved service's state reaching an instance that had started fresh).
 RESTORE: Final = "$zmesh.restore"
+#: A call request the engine answers True without the hooks: proof that `init` is done.
+PING: Final = "$zmesh.ping"
 _ENGINE_TUPLES: Final = (STOP, RESTORE)
+_ENGINE_STRS: Final = (HANDOFF, PING)
 
 
 class _NoReply:
@@ -158,7 +161,7 @@ async def serve(
             message = await proc.receive()
             if type(message) is tuple and message and message[0] == CALL and len(message) == 3:
                 (caller_pid, ref), request = message[1], message[2]
-                if (type(request) is str and request == HANDOFF) or (
+                if (type(request) is str and request in _ENGINE_STRS) or (
                     type(request) is tuple and request and request[0] in _ENGINE_TUPLES
                 ):
                     await _engine_request(server, request, caller_pid, ref)
@@ -190,7 +193,10 @@ async def serve(
 
 
 async def _engine_request(server: GenServer, request: Any, caller: Pid, ref: Ref) -> None:
-    """Answer a HANDOFF, STOP or RESTORE call; the first two then stop the server."""
+    """Answer a HANDOFF, STOP, RESTORE or PING call; the first two then stop the server."""
+    if request == PING:
+        server.node.send(caller, (ref, True))
+        return
     if request == HANDOFF:
         state = await _maybe_await(server.handoff())
         server.node.send(caller, (ref, state))

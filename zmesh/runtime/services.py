@@ -151,6 +151,7 @@ class Services:
         self._restarts: dict[str, tuple[float, ...]] = {}
         self._objects: dict[str, Any] = {}  # servers given as objects on this node
         self._ready: dict[str, list[asyncio.Future[Pid]]] = {}  # spawn_service waiting
+        self._failures: dict[str, str] = {}  # why a service was given up, by name
         self._known: set[str] = set() if _hidden(node) else {node.name}
         self._leaving: set[str] = set()
         self._closing = False
@@ -168,6 +169,7 @@ class Services:
         dist = node._dist
         if dist is not None:
             dist.handle("svc.create", self._on_create)
+            dist.handle("svc.stop", self._on_stop)
             dist.handle("svc.hold", self._on_hold)
             dist.handle("svc.takeover", self._on_takeover)
             dist.handle_cast("svc.add", self._on_add)
@@ -198,9 +200,10 @@ class Services:
                 "(a service is kept alive: start a one-off process with spawn or start)"
             )
         Intensity(max_restarts, max_seconds)  # refuses bad values with a ConfigError
-        ref = reference(server)
         if not isinstance(server, str):
             _check_startable(server)
+        ref = reference(server)
+        if not isinstance(server, str):
             self._objects[ref] = server
         node = self.node
         owner = node.whereis(name)
@@ -209,6 +212,9 @@ class Services:
         if node._dist is not None:
             node._dist.codec.encode(list(args))  # EncodeError here, not on a peer
         body = [name, ref, tuple(args), restart, quorum, max_restarts, float(max_seconds)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._failures.pop(name, None)
         waiter = self._await_ready(name)
         try:
             leader = self._leader(name)
@@ -218,10 +224,23 @@ class Services:
                 answer = await node._need_dist().request(leader, "svc.create", body, timeout)
             if answer[0] == "taken":
                 raise NameTaken(name, node.whereis(name) or f"another spec ({answer[1]})")
-            pid = node.whereis(name)
-            if pid is not None and name not in self._holds:
-                return pid
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            probe = _is_server_ref(server)
+            while True:
+                failure = self._failures.get(name)
+                if failure is not None:
+                    raise RemoteError(f"service {name!r} failed: {failure}")
+                pid = node.whereis(name)
+                if pid is None or name in self._holds:
+                    pid = await asyncio.wait_for(asyncio.shield(waiter), deadline - loop.time())
+                    self._forget_waiter(name, waiter)
+                    waiter = self._await_ready(name)
+                if not probe:
+                    return pid
+                try:  # registered before its init: wait for the init to be done
+                    await node.call(pid, gen_server.PING, timeout=deadline - loop.time())
+                    return pid
+                except NoProc:  # its init failed: a restart or a failure follows
+                    await asyncio.sleep(0.005)
         except TimeoutError:
             raise CallTimeout(f"service {name!r} was not running within {timeout} s") from None
         finally:
@@ -229,15 +248,24 @@ class Services:
 
     async def stop_service(self, name: str, timeout: float) -> None:
         check_name(name)
-        if self.table.get(name) is None:
-            return
-        self._remove_spec(name)
+        node = self.node
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.node.whereis(name) is not None:
-            if loop.time() > deadline:
-                raise CallTimeout(f"service {name!r} did not stop within {timeout} s")
-            await asyncio.sleep(0.005)
+        # The leader made the spec, so it knows it even if our replica does not yet.
+        leader = self._leader(name)
+        if leader == node.name:
+            pid = self._on_stop(node.name, name)
+        else:
+            pid = await node._need_dist().request(leader, "svc.stop", name, timeout)
+        try:
+            async with node.process() as me:
+                if type(pid) is Pid:
+                    ref = me.monitor(pid)
+                    await me.receive(lambda m: type(m) is Down and m.ref == ref, timeout=timeout)
+                while node.whereis(name) is not None and loop.time() < deadline:
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            raise CallTimeout(f"service {name!r} did not stop within {timeout} s") from None
 
     def services(self) -> list[ServiceInfo]:
         rows = []
@@ -683,10 +711,21 @@ class Services:
         existing = self.table.get(name)
         if existing is not None:
             return ["exists"] if existing.same_as(spec) else ["taken", existing.server]
+        holder = self.node.whereis(name)
+        if holder is not None:
+            return ["taken", f"registered to {holder}"]
         self.table.add(spec)
         self._broadcast("svc.add", _spec_wire(spec))
         self._mark([name])
         return ["created"]
+
+    def _on_stop(self, sender: str, name: Any) -> Pid | None:
+        """On the name's leader: remove the spec; the instance it knows of, if any."""
+        if self.table.get(check_name(name)) is None:
+            return None
+        pid = self.node.whereis(name)
+        self._remove_spec(name)
+        return pid
 
     def _on_add(self, sender: str, body: Any) -> None:
         if self.table.add(_spec(body)):
@@ -708,6 +747,8 @@ class Services:
 
     def _on_failed(self, sender: str, body: Any) -> None:
         name, text = body
+        # Kept until the name is spawned again: a spawn waiting here reads why.
+        self._failures[check_name(name)] = str(text)
         for future in self._ready.pop(check_name(name), None) or ():
             if not future.done():
                 future.set_exception(RemoteError(f"service {name!r} failed: {text}"))
@@ -828,6 +869,18 @@ class Services:
                 del self._ready[name]
         if not future.done():
             future.cancel()
+        elif not future.cancelled():
+            future.exception()  # retrieved: a failure is reported through _failures
+
+
+def _is_server_ref(server: Any) -> bool:
+    """Whether `server` names a GenServer class, as far as this node can tell."""
+    if isinstance(server, str):
+        try:
+            server = resolve(server, None)
+        except ZmeshError:
+            return False
+    return gen_server.is_server(server)
 
 
 def _hidden(node: Node) -> bool:

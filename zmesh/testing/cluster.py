@@ -22,6 +22,7 @@ from zmesh.errors import ConfigError, ZmeshError
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.dist import Distribution, Peer
 from zmesh.runtime.node import Node
+from zmesh.terms import Pid
 from zmesh.testing.faults import LinkFaults
 
 #: Fast failure detection and reconnection, so a fault test takes seconds: a silent
@@ -111,6 +112,7 @@ class Cluster:
         self._delay: dict[frozenset[str], float] = {}
         self._killed: set[str] = set()
         self._paused: set[str] = set()
+        self._left: set[str] = set()  # stopped gracefully (a subset of _killed)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -177,6 +179,7 @@ class Cluster:
         self.addresses[name] = node.address
         self._nodes[name] = node
         self._killed.discard(name)
+        self._left.discard(name)
         self._paused.discard(name)
         return node
 
@@ -309,6 +312,19 @@ class Cluster:
         self._paused.discard(name)
         await self._nodes[name].abort()
 
+    async def leave(self, name: str) -> None:
+        """Stop `name` gracefully, as SIGTERM on `zmesh join` would: it hands its services
+        over to their next owners and says goodbye, so its peers see it down at once.
+        Counted as killed afterwards; `restart` brings it back. No-op if it is dead."""
+        self._check(name)
+        if name in self._killed:
+            return
+        if name in self._paused:
+            raise ConfigError(f"{name} is paused: resume it before it can leave gracefully")
+        await self._nodes[name].stop()
+        self._killed.add(name)
+        self._left.add(name)
+
     async def pause(self, name: str) -> None:
         """Freeze `name`'s networking, as SIGSTOP would: it reads, sends and times out
         nothing (its local processes still run). Its peers declare it down after
@@ -402,6 +418,73 @@ class Cluster:
                 detail = "; ".join(wrong.values()) or f"sessions kept changing within {quiet} s"
                 raise SettleTimeout(f"cluster did not settle within {timeout} s: {detail}")
             await asyncio.sleep(0.01)
+
+    # -- services ----------------------------------------------------------------------------------
+
+    def groups(self) -> list[list[str]]:
+        """The live nodes split into the groups that can reach each other, each sorted."""
+        out: list[list[str]] = []
+        for name in self.live():
+            if not any(name in group for group in out):
+                out.append(sorted([name, *self.expected_view(name)]))
+        return out
+
+    def instances(self, service: str) -> list[Pid]:
+        """Pids of the running instances of `service` on the live nodes."""
+        found = []
+        for name in self.live():
+            svc = self._nodes[name]._svc
+            inst = svc._running.get(service) if svc is not None else None
+            if inst is not None and self._nodes[name].is_alive(inst.pid):
+                found.append(inst.pid)
+        return found
+
+    def service_problems(self) -> list[str]:
+        """What stands between the services and their settled state, in each group of
+        nodes that reach each other: every node holds the same specs; each spec has
+        exactly one instance, on the group's ring owner of its name, registered under
+        the name on every node of the group; a `quorum` spec has none in a group without
+        a strict majority of the members not stopped gracefully. Empty when settled."""
+        problems: list[str] = []
+        known = len(self._names) - len(self._left)
+        for group in self.groups():
+            nodes = [self._nodes[n] for n in group]
+            tables = {n.name: [s.name for s in n._need_services().table.specs()] for n in nodes}
+            names = tables[group[0]]
+            if any(t != names for t in tables.values()):
+                problems.append(f"group {group} disagrees on the specs: {tables}")
+                continue
+            ring = nodes[0].ring
+            for service in names:
+                spec = nodes[0]._need_services().table.get(service)
+                assert spec is not None
+                running = [p for p in self.instances(service) if p.node in group]
+                if spec.quorum and len(group) * 2 <= known:
+                    if running:
+                        problems.append(f"{service!r} runs {running} in minority {group}")
+                    continue
+                if len(running) != 1:
+                    problems.append(f"{service!r} has {len(running)} instances in {group}")
+                    continue
+                owner = ring.key_to_node(service)
+                if running[0].node != owner:
+                    problems.append(f"{service!r} runs on {running[0].node}, owner {owner}")
+                seen = {n.name: n.whereis(service) for n in nodes}
+                if any(pid != running[0] for pid in seen.values()):
+                    problems.append(f"{service!r} is {running[0]} but registered as {seen}")
+        return problems
+
+    async def settle_services(self, timeout: float = 10.0) -> float:
+        """`settle()`, then wait until `service_problems()` is empty; return the seconds
+        that took. Raises SettleTimeout naming the problems after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self.settle(timeout=timeout)
+        while problems := self.service_problems():
+            if loop.time() - start > timeout:
+                raise SettleTimeout(f"services did not settle in {timeout} s: {problems}")
+            await asyncio.sleep(0.01)
+        return loop.time() - start
 
     # -- internals -------------------------------------------------------------------------------
 
