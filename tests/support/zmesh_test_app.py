@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import zmesh
 
 
@@ -126,3 +128,20 @@ async def pinger(proc: zmesh.Process) -> None:
 class FailsInit(zmesh.GenServer):
     async def init(self) -> None:
         raise ValueError("init refuses")
+
+
+class SlowHandoff(DistributedCounter):
+    """A counter whose handoff tells `report_to` it began, then takes `delay` seconds."""
+
+    async def init(
+        self, start: int = 0, report_to: zmesh.Pid | None = None, delay: float = 0.5
+    ) -> None:
+        self.count = start
+        self.report_to = report_to
+        self.delay = delay
+
+    async def handoff(self) -> int:
+        if self.report_to is not None:
+            self.node.send(self.report_to, ("handing_off", self.node.name))
+        await asyncio.sleep(self.delay)
+        return self.count

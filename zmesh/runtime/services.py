@@ -75,6 +75,7 @@ log = logging.getLogger("zmesh.services")
 
 _CLAIM_WINDOW = 2.0  # seconds a new instance retries a name the old one is still giving up
 _HOLD_ASK_TIMEOUT = 1.0  # a peer that does not confirm a hold in this time is skipped
+_SYNC_WAIT = 1.0  # how long fresh starts wait for a new peer's tables at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Services:
         self._failures: dict[str, str] = {}  # why a service was given up, by name
         self._known: set[str] = set() if _hidden(node) else {node.name}
         self._leaving: set[str] = set()
+        self._syncing: dict[str, float] = {}  # peers up whose tables have not come yet
         self._closing = False
         self._dirty: set[str] = set()
         self._all_dirty = False
@@ -177,6 +179,7 @@ class Services:
             dist.handle_cast("svc.table", self._on_table)
             dist.handle_cast("svc.failed", self._on_failed)
             dist.handle_cast("svc.leaving", self._on_leaving)
+            dist.handle_cast("svc.release", self._on_release)
             node.subscribe_nodes(self._on_node_event)
         self._checker = self._spawn(self._check_loop())
 
@@ -420,7 +423,12 @@ class Services:
             self._quorum(),
         )
         moves: dict[str, list[str]] = {}
+        syncing = bool(self._syncing)
         for action in actions:
+            if syncing and type(action) is Start:
+                # A peer that just came up may run it: its tables are on their way.
+                self._dirty.add(action.name)
+                continue
             self._busy.add(action.name)
             if type(action) is Start:
                 spec = self.table.get(action.name)
@@ -441,6 +449,12 @@ class Services:
             for name, hold in list(self._holds.items()):
                 if hold.deadline < now:
                     self._release(name, self.node.whereis(name), expired=True)
+            for peer, since in list(self._syncing.items()):
+                if now - since > _SYNC_WAIT:
+                    log.warning(
+                        "%s: no service table from %s: placing without it", self.node.name, peer
+                    )
+                    del self._syncing[peer]
             self._mark()
 
     # -- starting, moving, stopping instances ---------------------------------------------------
@@ -462,8 +476,10 @@ class Services:
             self._remove_spec(name, failure=f"{self.node.name}: {exc}")
             return None
         except ZmeshError as exc:
-            log.warning("%s: service %r did not start: %s", self.node.name, name, exc)
-            if not isinstance(exc, NameTaken):
+            if isinstance(exc, NameTaken):
+                log.debug("%s: service %r runs elsewhere: %s", self.node.name, name, exc)
+            else:
+                log.warning("%s: service %r did not start: %s", self.node.name, name, exc)
                 self._count_restart(spec, str(exc))
             return None
         finally:
@@ -543,11 +559,13 @@ class Services:
                     self._busy.add(name)
                     await self._start(spec, (state,))
         finally:
+            # Whatever happened, the holds this move asked for end here (a hold outlives
+            # it only as a wait for the next registration of the name).
+            self._on_release(node.name, names)
+            if node._dist is not None:
+                node._dist.broadcast("svc.release", names)
             for name in names:
                 self._busy.discard(name)
-                hold = self._holds.get(name)
-                if hold is not None and hold.by == node.name:
-                    self._release(name, node.whereis(name))
             self._mark(names)
 
     async def _take_state(self, inst: _Instance) -> Any:
@@ -683,12 +701,14 @@ class Services:
         if event == "up":
             self._leaving.discard(name)
             self._known.add(name)
+            self._syncing[name] = self._now()
             specs, removed = self.table.snapshot()
             dist = self.node._dist
             if dist is not None:
                 body = [[_spec_wire(s) for s in specs], [[n, _stamp_wire(t)] for n, t in removed]]
                 dist.cast(name, "svc.table", body)
         else:
+            self._syncing.pop(name, None)
             if name in self._leaving:
                 self._leaving.discard(name)
                 self._known.discard(name)
@@ -742,7 +762,9 @@ class Services:
         for name in changed:
             if name not in self.table:
                 self._drop_hold(name)
-        if changed:
+        if self._syncing.pop(sender, None) is not None:
+            self._mark()  # the starts held back for this table
+        elif changed:
             self._mark(changed)
 
     def _on_failed(self, sender: str, body: Any) -> None:
@@ -775,6 +797,21 @@ class Services:
             else:
                 hold.old, hold.by, hold.deadline = old, mover, deadline
         return True
+
+    def _on_release(self, sender: str, names: Any) -> None:
+        """The move by `sender` is over: send what was held to the name's current owner,
+        or keep holding until one is registered (the old instance is gone either way)."""
+        for name in names:
+            hold = self._holds.get(name)
+            if hold is None or hold.by != sender:
+                continue
+            pid = self.node.whereis(name)
+            if pid is not None and pid != hold.old:
+                self._release(name, pid)
+            else:
+                hold.by = None
+                hold.deadline = self._now() + self.config.service_hold
+                self._mark([name])
 
     async def _on_takeover(self, sender: str, body: Any) -> list[list[Any]]:
         """Start moved instances here with their handed-over state."""
@@ -920,10 +957,12 @@ async def _claim(node: Node, name: str, pid: Pid) -> bool:
     removal refuses for a moment: retry while no other owner is visible here."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _CLAIM_WINDOW
+    pause = 0.005
     while True:
         if await node.register(name, pid):
             return True
         holder = node.whereis(name)
         if (holder is not None and holder != pid) or loop.time() > deadline:
             return False
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)

@@ -430,12 +430,15 @@ class Cluster:
         return out
 
     def instances(self, service: str) -> list[Pid]:
-        """Pids of the running instances of `service` on the live nodes."""
+        """Pids of the running instances of `service` on the live nodes: those that hold
+        its name on their own node (an instance takes the name before its `init` runs,
+        so one still trying to take it runs none of the service's code)."""
         found = []
         for name in self.live():
-            svc = self._nodes[name]._svc
+            node = self._nodes[name]
+            svc = node._svc
             inst = svc._running.get(service) if svc is not None else None
-            if inst is not None and self._nodes[name].is_alive(inst.pid):
+            if inst is not None and node.is_alive(inst.pid) and node.whereis(service) == inst.pid:
                 found.append(inst.pid)
         return found
 
