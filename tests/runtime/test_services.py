@@ -90,13 +90,44 @@ async def test_stop_service_removes_it_everywhere_through_terminate(
     await c["n2"].stop_service("tracked")  # no such service: nothing happens
 
 
-async def test_a_module_the_owner_does_not_load_is_refused_and_the_spec_removed(
+async def test_a_module_no_node_loads_is_refused_before_a_spec_is_made(
     zmesh_cluster: Cluster,
 ) -> None:
     c = zmesh_cluster
-    with pytest.raises(RemoteError, match="not loaded"):
+    with pytest.raises(RemoteError, match="--load json"):
         await c["n1"].spawn_service("nope", "json:JSONDecoder")
+    assert all(n.services() == [] for n in c)
+
+
+async def test_a_server_its_module_lacks_fails_on_the_owner_and_the_spec_is_removed(
+    zmesh_cluster: Cluster,
+) -> None:
+    c = zmesh_cluster
+    with pytest.raises(RemoteError, match="has no attribute"):
+        await c["n1"].spawn_service("missing", "zmesh_test_app:NoSuchServer")
     await wait_until(lambda: all(n.services() == [] for n in c), 5)
+
+
+async def test_a_node_that_cannot_run_a_service_is_passed_over_and_harms_none(
+    zmesh_cluster: Cluster,
+) -> None:
+    """A node that loads no module (a tool, an observer) joins: the services it would own
+    by the ring stay where they are, and every spec survives its coming and going."""
+    c = zmesh_cluster
+    names = [f"keep{i}" for i in range(20)]
+    await asyncio.gather(*(c["n1"].spawn_service(n, COUNTER, 0) for n in names))
+    async with zmesh.Node(
+        "bare", cookie=c["n1"]._cookie, seeds=[c.addresses["n1"]], config=c["n1"].config
+    ) as bare:
+        await wait_until(lambda: bare.nodes() == ["n1", "n2", "n3"], 5)
+        assert any(bare.ring.key_to_node(n) == "bare" for n in names)
+        await asyncio.sleep(0.5)
+        assert [s.name for s in bare.services()] == sorted(names)
+        assert all(s.node != "bare" for s in bare.services())
+        await wait_until(lambda: not c.service_problems(), 5)
+        assert await bare.call(names[0], "increment") == 1
+    await c.settle_services()
+    assert [s.name for s in c["n2"].services()] == sorted(names)
 
 
 async def test_bad_arguments_are_refused_before_anything_is_created(
@@ -188,6 +219,7 @@ async def test_messages_sent_by_name_during_a_move_arrive_in_order_and_none_is_l
     await c.leave("n3")
     async with c["n1"].process() as me:
         await c["n1"].spawn_service(name, TRACKED, me.pid)
+        await wait_until(lambda: c["n2"].whereis(name) is not None, 2)  # n2's replica too
         sent = 0
         restart = asyncio.ensure_future(c.restart("n3"))
         senders = [c["n1"], c["n2"]]

@@ -36,7 +36,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +151,7 @@ class Services:
         self._holds: dict[str, _Hold] = {}
         self._restarts: dict[str, tuple[float, ...]] = {}
         self._objects: dict[str, Any] = {}  # servers given as objects on this node
+        self._caps: dict[str, frozenset[str]] = {}  # what each peer can run (see _can_run)
         self._ready: dict[str, list[asyncio.Future[Pid]]] = {}  # spawn_service waiting
         self._failures: dict[str, str] = {}  # why a service was given up, by name
         self._known: set[str] = set() if _hidden(node) else {node.name}
@@ -180,6 +181,7 @@ class Services:
             dist.handle_cast("svc.failed", self._on_failed)
             dist.handle_cast("svc.leaving", self._on_leaving)
             dist.handle_cast("svc.release", self._on_release)
+            dist.handle_cast("svc.caps", self._on_caps)
             node.subscribe_nodes(self._on_node_event)
         self._checker = self._spawn(self._check_loop())
 
@@ -206,14 +208,21 @@ class Services:
         if not isinstance(server, str):
             _check_startable(server)
         ref = reference(server)
-        if not isinstance(server, str):
+        if not isinstance(server, str) and ref not in self._objects:
             self._objects[ref] = server
+            self._broadcast("svc.caps", self._own_caps())
         node = self.node
         owner = node.whereis(name)
         if owner is not None and name not in self.table:
             raise NameTaken(name, owner)
         if node._dist is not None:
             node._dist.codec.encode(list(args))  # EncodeError here, not on a peer
+        members = [*([] if _hidden(node) else [node.name]), *node.nodes()]
+        if not any(self._can_run(m, ref, unknown=True) for m in members):
+            module = ref.partition(":")[0]
+            raise RemoteError(
+                f"no node of the cluster can run {ref!r}: start nodes with --load {module}"
+            )
         body = [name, ref, tuple(args), restart, quorum, max_restarts, float(max_seconds)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -276,6 +285,11 @@ class Services:
             pid = None if name in self._holds else self.node.whereis(name)
             rows.append(ServiceInfo(name, pid.node if pid is not None else None, pid))
         return rows
+
+    def moving(self, name: str) -> bool:
+        """Whether a node has announced a move of `name` that is not over yet."""
+        hold = self._holds.get(name)
+        return hold is not None and hold.by is not None
 
     def intercept(self, name: str, message: object) -> bool:
         """Hold `message`, sent by name, if the service `name` is moving or restarting;
@@ -383,6 +397,44 @@ class Services:
             self._placement = ring
         return ring
 
+    def owner(self, name: str) -> str | None:
+        """The node that should run service `name`, as this node sees the cluster."""
+        return self._owner_function()(name)
+
+    def _owner_function(self) -> Callable[[str], str | None]:
+        """The ring owner of a name among the members that can run its service: the
+        first of them walking the ring from the name, which is its owner on a ring
+        without the others (so a node that cannot run it changes no other placement)."""
+        ring = self._placement_ring()
+        size = len(ring)
+        table = self.table
+
+        def owner_of(name: str) -> str | None:
+            if not size:
+                return None
+            first = ring.key_to_node(name)
+            spec = table.get(name)
+            if spec is None or self._can_run(first, spec.server):
+                return first
+            for node in ring.key_to_nodes(name, size):
+                if self._can_run(node, spec.server):
+                    return node
+            return None
+
+        return owner_of
+
+    def _can_run(self, node: str, ref: str, *, unknown: bool = False) -> bool:
+        """Whether `node` loads the module of `ref` (or was given it as an object); for
+        a peer whose capabilities have not arrived yet (they come right after it is up,
+        with its table), `unknown`."""
+        caps = frozenset(self._own_caps()) if node == self.node.name else self._caps.get(node)
+        if caps is None:
+            return unknown
+        return ref in caps or ref.partition(":")[0] in caps
+
+    def _own_caps(self) -> list[str]:
+        return sorted({*self.node._load, *self._objects})
+
     def _quorum(self) -> bool:
         members = len(self._placement_ring())
         return has_quorum(members, max(len(self._known - self._leaving), 1))
@@ -406,8 +458,7 @@ class Services:
         else:
             names = self._dirty
         self._all_dirty, self._dirty = False, set()
-        ring = self._placement_ring()
-        size = len(ring)
+        owner_of = self._owner_function()
         me = self.node.name
         holds = self._holds
         # A name another node is moving is left alone until the move registers it.
@@ -417,7 +468,7 @@ class Services:
             me,
             todo,
             self.table,
-            lambda name: ring.key_to_node(name) if size else None,
+            owner_of,
             running,
             self.node.whereis,
             self._quorum(),
@@ -472,6 +523,10 @@ class Services:
         try:
             return await self._launch(spec, restored)
         except RemoteError as exc:
+            if not self._can_run(self.node.name, spec.server):
+                # A peer with an old view of what we load sent it: not ours to judge.
+                log.warning("%s: service %r is not runnable here: %s", self.node.name, name, exc)
+                return None
             log.error("%s: cannot start service %r: %s", self.node.name, name, exc)
             self._remove_spec(name, failure=f"{self.node.name}: {exc}")
             return None
@@ -676,7 +731,9 @@ class Services:
 
     def _on_name(self, name: str, pid: Pid | None) -> None:
         hold = self._holds.get(name)
-        if hold is not None and pid is not None and pid != hold.old:
+        # A move's hold ends when its mover says (`svc.release`): an instance that took
+        # the name during the move (a fresh start racing it) gets the state first.
+        if hold is not None and hold.by is None and pid is not None and pid != hold.old:
             self._release(name, pid)
         if pid is not None:
             waiting = self._ready.pop(name, None)
@@ -705,10 +762,15 @@ class Services:
             specs, removed = self.table.snapshot()
             dist = self.node._dist
             if dist is not None:
-                body = [[_spec_wire(s) for s in specs], [[n, _stamp_wire(t)] for n, t in removed]]
+                body = [
+                    [_spec_wire(s) for s in specs],
+                    [[n, _stamp_wire(t)] for n, t in removed],
+                    self._own_caps(),
+                ]
                 dist.cast(name, "svc.table", body)
         else:
             self._syncing.pop(name, None)
+            self._caps.pop(name, None)
             if name in self._leaving:
                 self._leaving.discard(name)
                 self._known.discard(name)
@@ -755,7 +817,14 @@ class Services:
         name, stamp = body
         self._apply_removal(check_name(name), _stamp(stamp))
 
+    def _on_caps(self, sender: str, body: Any) -> None:
+        if not isinstance(body, list) or not all(isinstance(c, str) for c in body):
+            raise TypeError(f"capabilities must be a list of str, got {body!r}")
+        self._caps[sender] = frozenset(body)
+        self._mark()
+
     def _on_table(self, sender: str, body: Any) -> None:
+        self._on_caps(sender, body[2])
         specs = [_spec(s) for s in body[0]]
         removed = [(check_name(n), _stamp(s)) for n, s in body[1]]
         changed = self.table.merge(specs, removed)
@@ -942,7 +1011,7 @@ async def _service_main(
 ) -> None:
     """A service instance: take the name first (so no two ever run `init`), then run."""
     node = proc.node
-    if not await _claim(node, name, proc.pid):
+    if not await _claim(node, name, proc.pid, fresh=restored is None):
         node.send(starter, ("$gen_init", proc.pid, False, ("taken", node.whereis(name))))
         return
     if gen_server.is_server(server):
@@ -952,13 +1021,17 @@ async def _service_main(
         await server(proc, *args)
 
 
-async def _claim(node: Node, name: str, pid: Pid) -> bool:
+async def _claim(node: Node, name: str, pid: Pid, *, fresh: bool) -> bool:
     """Register `name` for `pid`. A leader that has not yet seen the old instance's
-    removal refuses for a moment: retry while no other owner is visible here."""
+    removal refuses for a moment: retry while no other owner is visible here. A fresh
+    start gives up as soon as another node announces it is moving the service here."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _CLAIM_WINDOW
     pause = 0.005
+    services = node._svc
     while True:
+        if fresh and services is not None and services.moving(name):
+            return False
         if await node.register(name, pid):
             return True
         holder = node.whereis(name)

@@ -457,7 +457,6 @@ class Cluster:
             if any(t != names for t in tables.values()):
                 problems.append(f"group {group} disagrees on the specs: {tables}")
                 continue
-            ring = nodes[0].ring
             for service in names:
                 spec = nodes[0]._need_services().table.get(service)
                 assert spec is not None
@@ -469,7 +468,7 @@ class Cluster:
                 if len(running) != 1:
                     problems.append(f"{service!r} has {len(running)} instances in {group}")
                     continue
-                owner = ring.key_to_node(service)
+                owner = nodes[0]._need_services().owner(service)
                 if running[0].node != owner:
                     problems.append(f"{service!r} runs on {running[0].node}, owner {owner}")
                 seen = {n.name: n.whereis(service) for n in nodes}
