@@ -422,11 +422,21 @@ class Cluster:
     # -- services ----------------------------------------------------------------------------------
 
     def groups(self) -> list[list[str]]:
-        """The live nodes split into the groups that can reach each other, each sorted."""
+        """The live nodes split into the groups whose members all reach each other, each
+        sorted. Raises ConfigError when reachability is not transitive (a single cut
+        link, `drop(a, b, 1.0)`, with a node that reaches both): no such groups exist,
+        and on such a network a service may run on both sides of the cut link."""
         out: list[list[str]] = []
         for name in self.live():
             if not any(name in group for group in out):
-                out.append(sorted([name, *self.expected_view(name)]))
+                group = sorted([name, *self.expected_view(name)])
+                for member in group:
+                    if sorted([member, *self.expected_view(member)]) != group:
+                        raise ConfigError(
+                            f"{name} and {member} reach different nodes: the network is not "
+                            "split into groups (heal the cut links before checking services)"
+                        )
+                out.append(group)
         return out
 
     def instances(self, service: str) -> list[Pid]:
@@ -444,7 +454,7 @@ class Cluster:
 
     def service_problems(self) -> list[str]:
         """What stands between the services and their settled state, in each group of
-        nodes that reach each other: every node holds the same specs; each spec has
+        nodes that reach each other (see `groups`): every node holds the same specs; each spec has
         exactly one instance, on the group's ring owner of its name, registered under
         the name on every node of the group; a `quorum` spec has none in a group without
         a strict majority of the members not stopped gracefully. Empty when settled."""
