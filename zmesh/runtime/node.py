@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zmesh.errors import CallError, CallTimeout, ConfigError, NameTaken, NoProc, ZmeshError
 from zmesh.runtime import gen_server
 from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.inspect import Inspector
 from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
@@ -81,6 +82,8 @@ class Node:
         self._gc_owner = False
         self._services: list[Any] = []  # subsystems with `async stop()`, stopped in reverse
         self._calls: gen_server.CallRouter | None = None  # made by the first call
+        self._call_observer: Callable[[float], None] | None = None  # call latency, seconds
+        self._inspector: Inspector | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by boot()
 
     def __repr__(self) -> str:
@@ -118,6 +121,9 @@ class Node:
         self._registry = Registry(self)
         self._groups = Groups(self)
         self._ring = LiveRing(self)
+        self._inspector = Inspector(self)
+        await self._inspector.start()
+        self._services.append(self._inspector)
         if self._dist is not None:
             await self._dist.start(self._seeds)
 
@@ -148,6 +154,8 @@ class Node:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        if self._inspector is not None:
+            await self._inspector.stop()
         dist = self._dist
         if dist is not None:
             dist.pause()
@@ -540,20 +548,8 @@ class Node:
         return await self._need_dist().spawn_remote(node, fn, args, timeout)
 
     def info(self) -> dict[str, Any]:
-        """A snapshot for inspection tools: name, address, peers, processes, names."""
-        registry = self._registry
-        return {
-            "name": self.name,
-            "address": self.address,
-            "creation": self.creation,
-            "nodes": self.nodes(),
-            "processes": [
-                {"pid": str(p.pid), "node": self.name, "messages": p.pending()}
-                for p in self._listed()
-            ],
-            "registered": registry.registered() if registry is not None else [],
-            "stats": self.stats(),
-        }
+        """A snapshot for inspection tools; its keys are documented in docs/cli.md."""
+        return (self._inspector or Inspector(self)).info()
 
     async def node_info(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
         """`info()` of node `node` (this one or a connected peer)."""
