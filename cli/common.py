@@ -114,6 +114,8 @@ def guarded(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(str(exc), exc.code)
     except zmesh.ZmeshError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def members(info: dict[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ import asyncio
 import code
 import concurrent.futures
 import inspect
+import signal
 import sys
 import threading
 import types
@@ -102,7 +103,11 @@ async def interact(namespace: dict[str, Any], banner: str) -> None:
 
     thread = threading.Thread(target=read_loop, name="zmesh-shell", daemon=True)
     thread.start()
-    await done
+    loop.add_signal_handler(signal.SIGINT, console.interrupt)
+    try:
+        await done
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 class AsyncConsole(code.InteractiveConsole):
@@ -112,6 +117,14 @@ class AsyncConsole(code.InteractiveConsole):
         super().__init__(namespace, "<zmesh shell>")
         self.compile.compiler.flags |= _FLAGS
         self.loop = loop
+        self.running: asyncio.Task[Any] | None = None
+
+    def interrupt(self) -> None:
+        """Ctrl-C: cancel the running code; at the prompt, a reminder of how to leave."""
+        if self.running is not None and not self.running.done():
+            self.running.cancel()
+        else:
+            print("\nKeyboardInterrupt (Ctrl-D leaves)", file=sys.stderr, flush=True)
 
     def runcode(self, code: types.CodeType) -> None:
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -125,7 +138,7 @@ class AsyncConsole(code.InteractiveConsole):
             if not inspect.iscoroutine(value):
                 result.set_result(value)
                 return
-            task = self.loop.create_task(value)
+            task = self.running = self.loop.create_task(value)
             task.add_done_callback(lambda t: _copy(t, result))
 
         self.loop.call_soon_threadsafe(start)
@@ -133,6 +146,8 @@ class AsyncConsole(code.InteractiveConsole):
             result.result()
         except SystemExit:
             raise
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", file=sys.stderr, flush=True)
         except BaseException:
             self.showtraceback()
 
