@@ -116,9 +116,9 @@ async def test_a_peer_that_vanishes_mid_handshake_is_forgotten(raw_dealer) -> No
             hello = [Kind.HELLO, proto.VERSION, f"ghost{i}", 1, "tcp://127.0.0.1:9", os.urandom(16)]
             sock.send(proto.frame([encode(hello)], 0))
         await asyncio.sleep(0.2)
-        assert a._dist is not None and len(a._dist._inbound) == 20
+        assert a._dist is not None and len(a._dist._handshake._inbound) == 20
         await asyncio.sleep(0.6)
-        assert len(a._dist._inbound) == 0
+        assert len(a._dist._handshake._inbound) == 0
         assert a.stats()["handshakes_expired"] == 20
         await still_serves(a, b)
 
@@ -179,7 +179,7 @@ def test_fuzzed_inbound_frames_never_escape_the_node(fuzz_pair, frames, trusted)
 
     async def feed() -> None:
         for data in frames:
-            peer = dist._trusted.get(identity)
+            peer = dist.trusted.get(identity)
             if isinstance(data, list):  # envelopes: number the frame as the link would
                 data = proto.frame(data, peer.next_seq if trusted and peer else 0)
             # What the ROUTER's reader calls for every inbound message; raising is a failure.
@@ -200,7 +200,7 @@ def fuzz_pair():  # type: ignore[no-untyped-def]
     loop.run_until_complete(b.connect(a.address))  # type: ignore[arg-type]
     loop.run_until_complete(asyncio.sleep(0.1))
     assert a._dist is not None
-    identity = a._dist._peers["b"].identity
+    identity = a._dist.sessions["b"].identity
     yield loop, a, identity
     loop.run_until_complete(b.stop())
     loop.run_until_complete(a.stop())

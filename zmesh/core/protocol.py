@@ -105,6 +105,13 @@ def decode_frame(codec: Codec, data: bytes) -> list[list[Any]]:
     return envelopes
 
 
+def check_type(value: object, kind: type) -> None:
+    """Refuse an envelope field that is not exactly of type `kind` (TypeError, which the
+    receiver counts as a bad envelope)."""
+    if type(value) is not kind:
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+
 def encode_envelope(codec: Codec, *fields: object) -> bytes:
     """One envelope, encoded; raises EncodeError for a field that cannot be sent."""
     return codec.encode(list(fields))
