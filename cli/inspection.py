@@ -23,6 +23,8 @@ from .common import (
     SeedOpt,
     cluster_info,
     fail,
+    members,
+    mesh,
     query,
     synced_whereis,
 )
@@ -103,10 +105,10 @@ def info(
     """Show one node: identity, uptime, memory, event-loop lag, peers and counters."""
 
     async def ask(node: zmesh.Node, target: str) -> dict[str, Any]:
-        for one in await cluster_info(node, target):
-            if one["name"] == name:
-                return one
-        raise Failure(f"no node {name!r} in the cluster (see `zmesh nodes`)", NOT_FOUND)
+        if name not in members(await mesh(node, target)):
+            raise Failure(f"no node {name!r} in the cluster (see `zmesh nodes`)", NOT_FOUND)
+        info: dict[str, Any] = await node.node_info(name, timeout=ASK_TIMEOUT)
+        return info
 
     got = query(seed, cookie, ask)
     summary = {
