@@ -108,7 +108,8 @@ async def _serve(node: zmesh.Node) -> None:
 
 def _query(seed: list[str] | None, cookie: str | None, fn: Callable[[zmesh.Node, str], Any]) -> Any:
     async def main() -> Any:
-        node = zmesh.Node(f"zmesh-cli-{os.getpid()}", cookie=cookie)
+        # Hidden: a query never enters the cluster's membership, ring or registry leadership.
+        node = zmesh.Node(f"zmesh-cli-{os.getpid()}", cookie=cookie, hidden=True)
         async with node:
             target = await node.connect((seed or [DEFAULT_LISTEN])[0])
             return await fn(node, target)
@@ -126,7 +127,7 @@ def nodes(seed: SeedOpt = None, cookie: CookieOpt = None) -> None:
 
     async def ask(node: zmesh.Node, target: str) -> Any:
         info = await node.node_info(target)
-        return sorted([target, *[n for n in info["nodes"] if not n.startswith("zmesh-cli-")]])
+        return sorted([target, *info["nodes"]])
 
     for name in _query(seed, cookie, ask):
         typer.echo(name)
@@ -139,8 +140,6 @@ def ps(seed: SeedOpt = None, cookie: CookieOpt = None) -> None:
     async def ask(node: zmesh.Node, target: str) -> Any:
         rows = []
         for name in sorted([target, *node.nodes()]):
-            if name.startswith("zmesh-cli-"):
-                continue
             info = await node.node_info(name)
             rows.extend(info["processes"])
         return rows
@@ -211,7 +210,7 @@ def ring(
 
     async def ask(node: zmesh.Node, target: str) -> Any:
         info = await node.node_info(target)
-        members = [target, *(n for n in info["nodes"] if not n.startswith("zmesh-cli-"))]
+        members = [target, *info["nodes"]]
         return zmesh.HashRing(members)
 
     the_ring = _query(seed, cookie, ask)

@@ -3,10 +3,14 @@
 Each node has a DEALER to each peer; frames arrive on the ROUTER tagged with the
 sender's random DEALER identity:
 
-    A -> B  HELLO(name, creation, address, nA)
-    B -> A  CHALLENGE(name, creation, address, nA, nB, proof_B(nA))  # B knows the cookie
-    A -> B  AUTH(nB, proof_A(nB))                                    # A knows the cookie
-    B -> A  WELCOME                                                  # both sides up
+    A -> B  HELLO(name, creation, address, nA, hidden_A)
+    B -> A  CHALLENGE(name, creation, address, nA, nB, proof_B(nA), hidden_B)
+    A -> B  AUTH(nB, proof_A(nB))
+    B -> A  WELCOME
+
+B's proof shows A that B knows the cookie, A's proof shows B; then both sides are up.
+Each side learns from the other's `hidden` flag whether to keep it out of its
+membership view (see membership.py).
 
 An identity becomes trusted only after its owner proved the cookie over a nonce we
 chose; frames from any other identity are dropped and counted.
@@ -53,6 +57,7 @@ class _Inbound:
     nonce: bytes
     deadline: float
     link: OutLink
+    hidden: bool
 
 
 class Handshake:
@@ -99,7 +104,9 @@ class Handshake:
         attempt = _Outbound(address, link, nonce, future)
         self._outbound[nonce] = attempt
         me = dist.node
-        dist.emit_link(link, Kind.HELLO, proto.VERSION, me.name, me.creation, dist.address, nonce)
+        dist.emit_link(
+            link, Kind.HELLO, proto.VERSION, me.name, me.creation, dist.address, nonce, me.hidden
+        )
 
         def finished(_: object) -> None:
             self._outbound.pop(nonce, None)
@@ -191,7 +198,7 @@ class Handshake:
 
     def _on_hello(self, identity: bytes, env: list[Any]) -> None:
         dist = self._dist
-        _, version, name, creation, address, nonce = env
+        _, version, name, creation, address, nonce = env[:6]
         check_type(name, str)
         check_type(creation, int)
         check_type(address, str)
@@ -206,6 +213,8 @@ class Handshake:
             text = f"protocol version {version} is not {proto.VERSION}"
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_VERSION, text)
             return
+        (hidden,) = env[6:]
+        check_type(hidden, bool)
         clash = self._name_clash(name, creation, address)
         if clash:
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_NAME, clash)
@@ -215,12 +224,14 @@ class Handshake:
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_BUSY, "too many handshakes")
             return
         deadline = asyncio.get_running_loop().time() + dist.config.handshake_timeout
-        self._inbound[identity] = _Inbound(name, creation, address, reply_nonce, deadline, link)
+        self._inbound[identity] = _Inbound(
+            name, creation, address, reply_nonce, deadline, link, hidden
+        )
         me = dist.node
         my_proof = proto.proof(self._cookie, b"challenge", nonce, me.name, name)
         dist.emit_link(
             link, Kind.CHALLENGE, proto.VERSION, me.name, me.creation, dist.address,
-            nonce, reply_nonce, my_proof,
+            nonce, reply_nonce, my_proof, me.hidden,
         )  # fmt: skip
 
     def _name_clash(self, name: str, creation: int, address: str) -> str:
@@ -234,7 +245,7 @@ class Handshake:
 
     def _on_challenge(self, identity: bytes, env: list[Any]) -> None:
         dist = self._dist
-        _, version, name, creation, address, our_nonce, their_nonce, their_proof = env
+        _, version, name, creation, address, our_nonce, their_nonce, their_proof = env[:8]
         check_type(name, str)
         check_type(creation, int)
         check_type(address, str)
@@ -249,6 +260,8 @@ class Handshake:
         if version != proto.VERSION:
             _fail_with(attempt, f"{address} speaks protocol {version}, we speak {proto.VERSION}")
             return
+        (hidden,) = env[8:]
+        check_type(hidden, bool)
         if not proto.check_proof(expected, their_proof):
             dist.counters["bad_cookies"] += 1
             dist.emit_link(attempt.link, Kind.REFUSE, their_nonce, proto.REFUSE_COOKIE, "")
@@ -263,7 +276,7 @@ class Handshake:
             attempt.future.set_result(name)
             return
         attempt.name = name
-        peer = Peer(name, creation, address, attempt.link, identity)
+        peer = Peer(name, creation, address, attempt.link, identity, hidden=hidden)
         dist.trusted[identity] = peer
         if existing is None or not existing.up:
             dist.sessions[name] = peer
@@ -282,7 +295,10 @@ class Handshake:
             dist.refuse("bad_cookies", f"{pending.name!r} at {pending.address} failed the cookie")
             self.close_orphan(pending.link)
             return
-        peer = Peer(pending.name, pending.creation, pending.address, pending.link, identity)
+        peer = Peer(
+            pending.name, pending.creation, pending.address, pending.link, identity,
+            hidden=pending.hidden,
+        )  # fmt: skip
         existing = dist.sessions.get(peer.name)
         if existing is not None and not existing.up and existing.identity:
             dist.trusted.pop(existing.identity, None)

@@ -45,6 +45,12 @@ class Node:
     local-only node). `cookie` is the cluster's shared secret; `seeds` are addresses
     to join (retried until they answer); `load` names the modules whose functions
     and classes peers may start here by "module:qualname".
+
+    A `hidden` node (Erlang's `-hidden`) talks to the cluster like any other node but
+    stays out of its membership: its peers do not list it in `nodes()`, put it on
+    their ring, make it a registry leader or tell other nodes about it. It connects
+    to every visible node its seed knows, owns no ring keys and never leads the
+    registry; for short-lived tools (the `zmesh` queries) and clients of a cluster.
     """
 
     def __init__(
@@ -56,9 +62,12 @@ class Node:
         seeds: Sequence[str] = (),
         load: Sequence[str] = (),
         config: NodeConfig | None = None,
+        hidden: bool = False,
     ) -> None:
         self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
         _check_node_name(self.name)
+        #: Connected but out of the cluster's membership view (see the class docstring).
+        self.hidden = bool(hidden)
         # The incarnation: a restarted node gets a larger one, so its old pids are stale.
         self.creation = _next_creation()
         self.config = config or NodeConfig()
@@ -318,6 +327,7 @@ class Node:
         """Register `pid` under `name` across the cluster: True, or False if the name is
         taken (or `pid` is dead). Of several racing registrations exactly one wins while
         the cluster is connected. The name goes when the process exits or its node is lost.
+        A hidden node registers through its visible peers: NodeDown if it has none.
         """
         _check_name(name)
         return await self._need_registry().register(name, pid)
@@ -339,7 +349,9 @@ class Node:
 
     @property
     def ring(self) -> HashRing:
-        """The consistent-hash ring over the cluster's current members, this node included.
+        """The consistent-hash ring over the cluster's current members: this node and its
+        visible peers (a hidden node is on no ring, its own included: alone, its ring is
+        empty).
 
         Replaced (never mutated) on every node up/down; `watch_ring` reports changes.
         """
@@ -359,10 +371,12 @@ class Node:
             raise ConfigError(f"node {self.name!r} is not started")
         return self._ring.changes()
 
-    def subscribe_nodes(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
-        """Call `listener(event, name)` with event "up" or "down" for every peer change;
-        returns an unsubscribe function."""
-        return self._need_dist().subscribe(listener)
+    def subscribe_nodes(
+        self, listener: Callable[[str, str], None], *, include_hidden: bool = False
+    ) -> Callable[[], None]:
+        """Call `listener(event, name)` with event "up" or "down" for every peer change
+        (hidden peers' too only if `include_hidden`); returns an unsubscribe function."""
+        return self._need_dist().subscribe(listener, include_hidden=include_hidden)
 
     def _need_registry(self) -> Registry:
         if self._registry is None:
@@ -523,9 +537,12 @@ class Node:
         """
         return await self._need_dist().connect(address, timeout)
 
-    def nodes(self) -> list[str]:
-        """Names of the connected peers, sorted; this node excluded."""
-        return self._dist.nodes() if self._dist is not None else []
+    def nodes(self, *, include_hidden: bool = False) -> list[str]:
+        """Names of the connected peers, sorted; this node excluded, and hidden peers too
+        unless `include_hidden`."""
+        if self._dist is None:
+            return []
+        return self._dist.nodes(include_hidden=include_hidden)
 
     async def spawn_remote(
         self, node: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None
@@ -540,12 +557,13 @@ class Node:
         return await self._need_dist().spawn_remote(node, fn, args, timeout)
 
     def info(self) -> dict[str, Any]:
-        """A snapshot for inspection tools: name, address, peers, processes, names."""
+        """A snapshot for inspection tools: name, address, visible peers, processes, names."""
         registry = self._registry
         return {
             "name": self.name,
             "address": self.address,
             "creation": self.creation,
+            "hidden": self.hidden,
             "nodes": self.nodes(),
             "processes": [
                 {"pid": str(p.pid), "node": self.name, "messages": p.pending()}
