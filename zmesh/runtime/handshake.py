@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmesh.core import protocol as proto
 from zmesh.core.protocol import Kind, check_type
-from zmesh.errors import ConnectError, DecodeError
+from zmesh.errors import ConnectError, ConnectReason, DecodeError
 from zmesh.runtime.membership import Peer
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
@@ -34,6 +34,14 @@ if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
 
 _UNTRUSTED_MAX = 4096  # handshake frames are small; anything larger from a stranger is hostile
+# What a refusal code means to the caller of `connect`; a code we do not know comes from
+# a peer that speaks another revision of the protocol.
+_REFUSALS: dict[object, ConnectReason] = {
+    proto.REFUSE_COOKIE: "bad_cookie",
+    proto.REFUSE_NAME: "name_clash",
+    proto.REFUSE_VERSION: "version",
+    proto.REFUSE_BUSY: "busy",
+}
 
 
 @dataclass(eq=False)
@@ -86,7 +94,8 @@ class Handshake:
         try:
             return await asyncio.wait_for(asyncio.shield(pending), timeout)
         except TimeoutError:
-            raise ConnectError(f"no answer from {address} within {timeout} s") from None
+            message = f"no answer from {address} within {timeout} s"
+            raise ConnectError(message, "unreachable") from None
 
     def pending(self, address: str) -> bool:
         """Whether a connect to `address` is under way."""
@@ -258,22 +267,32 @@ class Handshake:
         me = dist.node
         expected = proto.proof(self._cookie, b"challenge", our_nonce, name, me.name)
         if version != proto.VERSION:
-            _fail_with(attempt, f"{address} speaks protocol {version}, we speak {proto.VERSION}")
+            message = f"{address} speaks protocol {version}, we speak {proto.VERSION}"
+            _fail_with(attempt, message, "version")
             return
         (hidden,) = env[8:]
         check_type(hidden, bool)
         if not proto.check_proof(expected, their_proof):
             dist.counters["bad_cookies"] += 1
             dist.emit_link(attempt.link, Kind.REFUSE, their_nonce, proto.REFUSE_COOKIE, "")
-            _fail_with(attempt, f"{address} ({name}) has a different cookie")
+            _fail_with(attempt, f"{address} ({name}) has a different cookie", "bad_cookie")
             return
         if name == me.name:
-            _fail_with(attempt, f"{address} is a node named {name!r} too: names must be unique")
+            message = f"{address} is a node named {name!r} too: names must be unique"
+            _fail_with(attempt, message, "name_clash")
             return
         existing = dist.sessions.get(name)
         if existing is not None and existing.up and existing.creation == creation:
             # Already connected under another address spelling: nothing to do.
             attempt.future.set_result(name)
+            return
+        clash = self._name_clash(name, creation, address)
+        if clash:
+            # Another live node holds the name: refused as its HELLO would be, instead
+            # of the impostor's session replacing the real one.
+            dist.counters["name_clashes"] += 1
+            dist.emit_link(attempt.link, Kind.REFUSE, their_nonce, proto.REFUSE_NAME, clash)
+            _fail_with(attempt, f"{attempt.address} answered as {name!r}: {clash}", "name_clash")
             return
         attempt.name = name
         peer = Peer(name, creation, address, attempt.link, identity, hidden=hidden)
@@ -327,7 +346,8 @@ class Handshake:
             message = f"{attempt.address} refused us: protocol mismatch: {text}"
         else:
             message = f"{attempt.address} refused us: {code}: {text}"
-        _fail_with(attempt, message)
+        reason = _REFUSALS.get(code, "version") if type(code) is str else "version"
+        _fail_with(attempt, message, reason)
 
     def on_welcome(self, peer: Peer, env: list[Any]) -> None:
         """The side we challenged accepted our AUTH: the session is up."""
@@ -341,9 +361,9 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 def _fail(future: asyncio.Future[str], address: str) -> None:
     if not future.done():
-        future.set_exception(ConnectError(f"no answer from {address}"))
+        future.set_exception(ConnectError(f"no answer from {address}", "unreachable"))
 
 
-def _fail_with(attempt: _Outbound, message: str) -> None:
+def _fail_with(attempt: _Outbound, message: str, reason: ConnectReason) -> None:
     if not attempt.future.done():
-        attempt.future.set_exception(ConnectError(message))
+        attempt.future.set_exception(ConnectError(message, reason))

@@ -16,12 +16,14 @@ the cluster, and tell it again of each visible node that joins later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core.protocol import Kind, check_type
+from zmesh.errors import ConnectError
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
 
@@ -211,8 +213,16 @@ class Membership:
                 if address == dist.address or dist._handshake.pending(address):
                     continue
                 if address not in connected:
-                    dist._handshake.start_connect(address)
+                    attempt = dist._handshake.start_connect(address)
+                    attempt.add_done_callback(functools.partial(self._seed_done, address))
             await asyncio.sleep(dist.config.seed_retry)
+
+    def _seed_done(self, address: str, attempt: asyncio.Future[str]) -> None:
+        if attempt.cancelled():
+            return  # the node is closing
+        error = attempt.exception()
+        if isinstance(error, ConnectError):
+            self._dist.node._seed_failed(address, error)
 
     def pause(self) -> None:
         """Freeze the node's networking: nothing read, sent or timed out (like SIGSTOP)."""

@@ -17,7 +17,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zmesh.errors import CallError, CallTimeout, ConfigError, NameTaken, NoProc, ZmeshError
+from zmesh.errors import (
+    CallError,
+    CallTimeout,
+    ConfigError,
+    ConnectError,
+    NameTaken,
+    NoProc,
+    ZmeshError,
+)
 from zmesh.runtime import gen_server
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.process import ExitProcess, Process
@@ -81,6 +89,7 @@ class Node:
         # Pid 0 is the node itself: the sender of exit signals not sent by a process.
         self.system_pid = Pid(self.name, 0, self.creation)
         self._exit_hooks: list[Callable[[Pid, object], None]] = []
+        self._seed_listeners: list[Callable[[str, ConnectError], None]] = []
         self._dist: Distribution | None = None
         self._registry: Registry | None = None
         self._groups: Groups | None = None
@@ -377,6 +386,29 @@ class Node:
         """Call `listener(event, name)` with event "up" or "down" for every peer change
         (hidden peers' too only if `include_hidden`); returns an unsubscribe function."""
         return self._need_dist().subscribe(listener, include_hidden=include_hidden)
+
+    def on_seed_error(self, listener: Callable[[str, ConnectError], None]) -> Callable[[], None]:
+        """Call `listener(address, error)` for every failed background attempt to join a
+        seed (`error.reason` says why); returns an unsubscribe function.
+
+        The seed loop keeps retrying, so one cause is reported again on every retry: a
+        tool that prints them should de-duplicate by `(address, error.reason)`. May be
+        called before the node starts, so that the first attempt is reported too.
+        """
+        self._seed_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._seed_listeners:
+                self._seed_listeners.remove(listener)
+
+        return unsubscribe
+
+    def _seed_failed(self, address: str, error: ConnectError) -> None:
+        for listener in list(self._seed_listeners):
+            try:
+                listener(address, error)
+            except Exception:
+                log.exception("seed error listener %r failed", listener)
 
     def _need_registry(self) -> Registry:
         if self._registry is None:
