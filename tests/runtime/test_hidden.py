@@ -56,6 +56,7 @@ async def test_a_hidden_node_is_connected_but_not_listed(pair: tuple[Node, Node]
         assert v1.info()["nodes"] == ["v2"] and v1.info()["hidden"] is False
         assert h.info()["nodes"] == ["v1", "v2"] and h.info()["hidden"] is True
         assert v1.stats()["peers"] == 1
+        assert sorted(v1.peer_stats()) == ["h", "v2"]  # traffic is counted for every peer
 
 
 async def test_a_hidden_node_is_on_no_ring_and_sees_only_visible_nodes_on_its_own(

@@ -48,6 +48,13 @@ class Peer:
     last_seen: float = 0.0
     next_seq: int = -1  # the frame number expected next from this peer (-1: any)
     hidden: bool = False  # the peer is connected but out of the membership view
+    # Traffic from this peer (out: the link counts frames and bytes); plain ints, as
+    # they are bumped on the hot path.
+    messages_in: int = 0
+    messages_out: int = 0
+    frames_in: int = 0
+    bytes_in: int = 0
+    envelopes_in: int = 0
 
 
 class Membership:

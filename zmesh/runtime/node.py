@@ -576,6 +576,15 @@ class Node:
             return []
         return self._dist.nodes(include_hidden=include_hidden)
 
+    def peer_stats(self) -> dict[str, dict[str, int]]:
+        """Traffic per connected peer (hidden ones included), by name: messages_in,
+        messages_out, bytes_in, bytes_out, frames_in, frames_out, envelopes_in.
+
+        Counted since the session came up (frames and bytes out: since its connection
+        opened), so a reconnect starts them again.
+        """
+        return self._dist.peer_stats() if self._dist is not None else {}
+
     async def spawn_remote(
         self, node: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None
     ) -> Pid:
