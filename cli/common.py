@@ -15,7 +15,7 @@ import zmesh
 
 DEFAULT_PORT = 7000
 DEFAULT_LISTEN = f"tcp://127.0.0.1:{DEFAULT_PORT}"
-#: Names of the short-lived nodes the commands make (filtered out of what they show).
+#: Names of the short-lived (hidden) nodes the commands make.
 CLI_PREFIX = "zmesh-cli-"
 #: How long a command waits for its seed's handshake.
 CONNECT_TIMEOUT = 3.0
@@ -73,8 +73,9 @@ def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
 
 
 def cli_node(cookie: str | None) -> zmesh.Node:
-    """The short-lived node a command joins the cluster with."""
-    return zmesh.Node(f"{CLI_PREFIX}{os.getpid()}", cookie=cookie)
+    """The short-lived node a command joins the cluster with: hidden, so it never enters
+    the members' views, rings or registry leadership."""
+    return zmesh.Node(f"{CLI_PREFIX}{os.getpid()}", cookie=cookie, hidden=True)
 
 
 async def join_seed(node: zmesh.Node, seeds: list[str] | None) -> str:
@@ -120,7 +121,7 @@ def guarded(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def members(info: dict[str, Any]) -> list[str]:
     """The cluster's member names as the node described by `info` sees them."""
-    return sorted([info["name"], *(n for n in info["nodes"] if not n.startswith(CLI_PREFIX))])
+    return sorted([info["name"], *info["nodes"]])
 
 
 async def mesh(node: zmesh.Node, seed: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import zmesh
 
 from .common import (
     ASK_TIMEOUT,
-    CLI_PREFIX,
     NOT_FOUND,
     CookieOpt,
     Failure,
@@ -65,8 +64,8 @@ def node_row(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def peer_names(info: dict[str, Any]) -> list[str]:
-    """The members a node is connected to (the commands' own nodes left out)."""
-    return [n for n in info["nodes"] if not n.startswith(CLI_PREFIX)]
+    """The members a node is connected to (hidden nodes, like the commands', left out)."""
+    return list(info["nodes"])
 
 
 def nodes(seed: SeedOpt = None, cookie: CookieOpt = None, json_: JsonOpt = False) -> None:
@@ -254,7 +253,7 @@ def ring(
         return info["ring"]  # type: ignore[no-any-return]
 
     spec = query(seed, cookie, ask)
-    weights = {n: w for n, w in spec["weights"].items() if not n.startswith(CLI_PREFIX)}
+    weights: dict[str, int] = spec["weights"]
     the_ring = zmesh.HashRing(weights, vnodes=spec["vnodes"])
     if key:
         rows: list[dict[str, Any]] = [{"key": k, "node": the_ring.key_to_node(k)} for k in key]

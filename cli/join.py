@@ -6,6 +6,8 @@ import asyncio
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -89,13 +91,13 @@ async def serve(node: zmesh.Node) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    reporter = SeedReporter(node.name, stop)
+    reporter = SeedReporter(node, stop)
+    unsubscribe = reporter.watch(node)  # before boot: the first attempt is reported too
     async with node:
         print(f"zmesh: node {node.name} up at {node.address}", flush=True)
         metrics = node.info().get("metrics")
         if metrics:
             print(f"zmesh: metrics at {metrics}", flush=True)
-        unsubscribe = reporter.watch(node)
         await stop.wait()
         unsubscribe()
     if reporter.fatal:
@@ -105,27 +107,33 @@ async def serve(node: zmesh.Node) -> int:
 
 
 class SeedReporter:
-    """Prints each refusal of a seed attempt once per (reason, peer) on stderr; a name
-    clash sets `fatal` and stops the node."""
+    """Reports failed seed attempts on stderr, once per (reason, seed); "unreachable"
+    (not up yet) stays quiet. A name clash that outlasts failure detection (so the
+    holder is not a stale entry for a node that just died) sets `fatal` and stops."""
 
-    def __init__(self, name: str, stop: asyncio.Event) -> None:
-        self.name = name
+    def __init__(self, node: zmesh.Node, stop: asyncio.Event) -> None:
         self.stop = stop
+        self.grace = node.config.down_after + 2 * node.config.tick
         self.seen: set[tuple[str, str]] = set()
+        self.clash_since: dict[str, float] = {}
         self.fatal = False
 
-    def watch(self, node: zmesh.Node) -> Any:
+    def watch(self, node: zmesh.Node) -> Callable[[], None]:
         """Subscribe to `node`'s failed seed attempts; returns the unsubscribe."""
-        return lambda: None
+        return node.on_seed_error(self)
 
     def __call__(self, address: str, error: zmesh.ConnectError) -> None:
-        reason = str(getattr(error, "reason", "") or "refused")
+        reason = error.reason
         if reason == "unreachable":
-            return  # not up yet: the seed loop keeps trying, quietly
+            return
+        if reason == "name_clash":
+            now = time.monotonic()
+            since = self.clash_since.setdefault(address, now)
+            if now - since >= self.grace and not self.fatal:
+                self.fatal = True
+                print(f"zmesh: {error}; choose another name", file=sys.stderr, flush=True)
+                self.stop.set()
+            return
         if (reason, address) not in self.seen:
             self.seen.add((reason, address))
-            print(f"zmesh: {error} (still retrying)" if reason != "name_clash" else
-                  f"zmesh: {error}", file=sys.stderr, flush=True)  # fmt: skip
-        if reason == "name_clash":
-            self.fatal = True
-            self.stop.set()
+            print(f"zmesh: {error} (retrying)", file=sys.stderr, flush=True)

@@ -152,6 +152,22 @@ class Distribution:
         out["peers"] = len(self.nodes())
         return out
 
+    def peer_stats(self) -> dict[str, dict[str, int]]:
+        """Traffic per up session (hidden peers included), by peer name."""
+        return {
+            name: {
+                "messages_in": peer.messages_in,
+                "messages_out": peer.messages_out,
+                "bytes_in": peer.bytes_in,
+                "bytes_out": peer.link.bytes_out,
+                "frames_in": peer.frames_in,
+                "frames_out": peer.link.frames_out,
+                "envelopes_in": peer.envelopes_in,
+            }
+            for name, peer in sorted(self.sessions.items())
+            if peer.up
+        }
+
     # -- outbound envelopes -----------------------------------------------------------------------
 
     def emit(self, peer: Peer, *fields: object) -> None:
@@ -182,6 +198,7 @@ class Distribution:
             return
         payload = self.codec.encode(message)
         peer.link.enqueue(self.codec.encode([Kind.SEND, dest.id, dest.creation, payload]))
+        peer.messages_out += 1
 
     # -- inbound frames -------------------------------------------------------------------------
 
@@ -208,6 +225,9 @@ class Distribution:
             return
         peer.next_seq = seq + 1
         peer.last_seen = asyncio.get_running_loop().time()
+        peer.frames_in += 1
+        peer.bytes_in += len(data)
+        peer.envelopes_in += len(envelopes) - 1
         dispatch = self._dispatch
         for env in envelopes[1:]:
             handler = dispatch.get(env[0])
@@ -231,6 +251,7 @@ class Distribution:
 
     def _on_send(self, peer: Peer, env: list[Any]) -> None:
         _, pid_id, creation, payload = env
+        peer.messages_in += 1
         node = self.node
         if creation != node.creation:
             return

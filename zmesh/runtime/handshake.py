@@ -3,10 +3,14 @@
 Each node has a DEALER to each peer; frames arrive on the ROUTER tagged with the
 sender's random DEALER identity:
 
-    A -> B  HELLO(name, creation, address, nA)
-    B -> A  CHALLENGE(name, creation, address, nA, nB, proof_B(nA))  # B knows the cookie
-    A -> B  AUTH(nB, proof_A(nB))                                    # A knows the cookie
-    B -> A  WELCOME                                                  # both sides up
+    A -> B  HELLO(name, creation, address, nA, hidden_A)
+    B -> A  CHALLENGE(name, creation, address, nA, nB, proof_B(nA), hidden_B)
+    A -> B  AUTH(nB, proof_A(nB))
+    B -> A  WELCOME
+
+B's proof shows A that B knows the cookie, A's proof shows B; then both sides are up.
+Each side learns from the other's `hidden` flag whether to keep it out of its
+membership view (see membership.py).
 
 An identity becomes trusted only after its owner proved the cookie over a nonce we
 chose; frames from any other identity are dropped and counted.
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmesh.core import protocol as proto
 from zmesh.core.protocol import Kind, check_type
-from zmesh.errors import ConnectError, DecodeError
+from zmesh.errors import ConnectError, ConnectReason, DecodeError
 from zmesh.runtime.membership import Peer
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
@@ -30,6 +34,14 @@ if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
 
 _UNTRUSTED_MAX = 4096  # handshake frames are small; anything larger from a stranger is hostile
+# What a refusal code means to the caller of `connect`; a code we do not know comes from
+# a peer that speaks another revision of the protocol.
+_REFUSALS: dict[object, ConnectReason] = {
+    proto.REFUSE_COOKIE: "bad_cookie",
+    proto.REFUSE_NAME: "name_clash",
+    proto.REFUSE_VERSION: "version",
+    proto.REFUSE_BUSY: "busy",
+}
 
 
 @dataclass(eq=False)
@@ -53,6 +65,7 @@ class _Inbound:
     nonce: bytes
     deadline: float
     link: OutLink
+    hidden: bool
 
 
 class Handshake:
@@ -81,7 +94,8 @@ class Handshake:
         try:
             return await asyncio.wait_for(asyncio.shield(pending), timeout)
         except TimeoutError:
-            raise ConnectError(f"no answer from {address} within {timeout} s") from None
+            message = f"no answer from {address} within {timeout} s"
+            raise ConnectError(message, "unreachable") from None
 
     def pending(self, address: str) -> bool:
         """Whether a connect to `address` is under way."""
@@ -99,7 +113,9 @@ class Handshake:
         attempt = _Outbound(address, link, nonce, future)
         self._outbound[nonce] = attempt
         me = dist.node
-        dist.emit_link(link, Kind.HELLO, proto.VERSION, me.name, me.creation, dist.address, nonce)
+        dist.emit_link(
+            link, Kind.HELLO, proto.VERSION, me.name, me.creation, dist.address, nonce, me.hidden
+        )
 
         def finished(_: object) -> None:
             self._outbound.pop(nonce, None)
@@ -191,7 +207,7 @@ class Handshake:
 
     def _on_hello(self, identity: bytes, env: list[Any]) -> None:
         dist = self._dist
-        _, version, name, creation, address, nonce = env
+        _, version, name, creation, address, nonce = env[:6]
         check_type(name, str)
         check_type(creation, int)
         check_type(address, str)
@@ -206,6 +222,8 @@ class Handshake:
             text = f"protocol version {version} is not {proto.VERSION}"
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_VERSION, text)
             return
+        (hidden,) = env[6:]
+        check_type(hidden, bool)
         clash = self._name_clash(name, creation, address)
         if clash:
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_NAME, clash)
@@ -215,12 +233,14 @@ class Handshake:
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_BUSY, "too many handshakes")
             return
         deadline = asyncio.get_running_loop().time() + dist.config.handshake_timeout
-        self._inbound[identity] = _Inbound(name, creation, address, reply_nonce, deadline, link)
+        self._inbound[identity] = _Inbound(
+            name, creation, address, reply_nonce, deadline, link, hidden
+        )
         me = dist.node
         my_proof = proto.proof(self._cookie, b"challenge", nonce, me.name, name)
         dist.emit_link(
             link, Kind.CHALLENGE, proto.VERSION, me.name, me.creation, dist.address,
-            nonce, reply_nonce, my_proof,
+            nonce, reply_nonce, my_proof, me.hidden,
         )  # fmt: skip
 
     def _name_clash(self, name: str, creation: int, address: str) -> str:
@@ -234,7 +254,7 @@ class Handshake:
 
     def _on_challenge(self, identity: bytes, env: list[Any]) -> None:
         dist = self._dist
-        _, version, name, creation, address, our_nonce, their_nonce, their_proof = env
+        _, version, name, creation, address, our_nonce, their_nonce, their_proof = env[:8]
         check_type(name, str)
         check_type(creation, int)
         check_type(address, str)
@@ -247,23 +267,35 @@ class Handshake:
         me = dist.node
         expected = proto.proof(self._cookie, b"challenge", our_nonce, name, me.name)
         if version != proto.VERSION:
-            _fail_with(attempt, f"{address} speaks protocol {version}, we speak {proto.VERSION}")
+            message = f"{address} speaks protocol {version}, we speak {proto.VERSION}"
+            _fail_with(attempt, message, "version")
             return
+        (hidden,) = env[8:]
+        check_type(hidden, bool)
         if not proto.check_proof(expected, their_proof):
             dist.counters["bad_cookies"] += 1
             dist.emit_link(attempt.link, Kind.REFUSE, their_nonce, proto.REFUSE_COOKIE, "")
-            _fail_with(attempt, f"{address} ({name}) has a different cookie")
+            _fail_with(attempt, f"{address} ({name}) has a different cookie", "bad_cookie")
             return
         if name == me.name:
-            _fail_with(attempt, f"{address} is a node named {name!r} too: names must be unique")
+            message = f"{address} is a node named {name!r} too: names must be unique"
+            _fail_with(attempt, message, "name_clash")
             return
         existing = dist.sessions.get(name)
         if existing is not None and existing.up and existing.creation == creation:
             # Already connected under another address spelling: nothing to do.
             attempt.future.set_result(name)
             return
+        clash = self._name_clash(name, creation, address)
+        if clash:
+            # Another live node holds the name: refused as its HELLO would be, instead
+            # of the impostor's session replacing the real one.
+            dist.counters["name_clashes"] += 1
+            dist.emit_link(attempt.link, Kind.REFUSE, their_nonce, proto.REFUSE_NAME, clash)
+            _fail_with(attempt, f"{attempt.address} answered as {name!r}: {clash}", "name_clash")
+            return
         attempt.name = name
-        peer = Peer(name, creation, address, attempt.link, identity)
+        peer = Peer(name, creation, address, attempt.link, identity, hidden=hidden)
         dist.trusted[identity] = peer
         if existing is None or not existing.up:
             dist.sessions[name] = peer
@@ -282,7 +314,10 @@ class Handshake:
             dist.refuse("bad_cookies", f"{pending.name!r} at {pending.address} failed the cookie")
             self.close_orphan(pending.link)
             return
-        peer = Peer(pending.name, pending.creation, pending.address, pending.link, identity)
+        peer = Peer(
+            pending.name, pending.creation, pending.address, pending.link, identity,
+            hidden=pending.hidden,
+        )  # fmt: skip
         existing = dist.sessions.get(peer.name)
         if existing is not None and not existing.up and existing.identity:
             dist.trusted.pop(existing.identity, None)
@@ -311,7 +346,8 @@ class Handshake:
             message = f"{attempt.address} refused us: protocol mismatch: {text}"
         else:
             message = f"{attempt.address} refused us: {code}: {text}"
-        _fail_with(attempt, message)
+        reason = _REFUSALS.get(code, "version") if type(code) is str else "version"
+        _fail_with(attempt, message, reason)
 
     def on_welcome(self, peer: Peer, env: list[Any]) -> None:
         """The side we challenged accepted our AUTH: the session is up."""
@@ -325,9 +361,9 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 def _fail(future: asyncio.Future[str], address: str) -> None:
     if not future.done():
-        future.set_exception(ConnectError(f"no answer from {address}"))
+        future.set_exception(ConnectError(f"no answer from {address}", "unreachable"))
 
 
-def _fail_with(attempt: _Outbound, message: str) -> None:
+def _fail_with(attempt: _Outbound, message: str, reason: ConnectReason) -> None:
     if not attempt.future.done():
-        attempt.future.set_exception(ConnectError(message))
+        attempt.future.set_exception(ConnectError(message, reason))

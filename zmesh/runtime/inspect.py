@@ -115,8 +115,8 @@ class Inspector:
         return max(time.time() - self.node.creation / 1000.0, 0.0)
 
     def peer_traffic(self) -> dict[str, dict[str, int]]:
-        """Per-peer message, byte and frame counts, keyed by peer name."""
-        return {}
+        """Per-peer message, byte and frame counts, keyed by peer name (`peer_stats`)."""
+        return self.node.peer_stats()
 
     def _on_node_event(self, event: str, name: str) -> None:
         self.events[f"node_{event}"] += 1
@@ -145,6 +145,7 @@ class Inspector:
             "name": node.name,
             "address": node.address,
             "creation": node.creation,
+            "hidden": node.hidden,
             "os_pid": os.getpid(),
             "python": sys.version.split()[0],
             "uptime": self.uptime(),

@@ -5,17 +5,25 @@ dropped connection, a frame gap or heartbeat silence; going down fires every lin
 and monitor across it and fails its pending requests. The tick loop sends heartbeats
 and finds silent peers; the seed loop keeps joining seeds that are not connected; a
 peer that comes up is told our other peers (PEERS), so the mesh is transitive.
+
+Hidden peers (like Erlang's `-hidden`) are connected like any other but stay out of
+the membership view: `nodes()` leaves them out, listeners hear of them only if they
+ask, and PEERS never names them, so nobody connects to a hidden node but the ones it
+connects to itself. A hidden node gossips nothing; the visible nodes it joins tell it
+the cluster, and tell it again of each visible node that joins later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core.protocol import Kind, check_type
+from zmesh.errors import ConnectError
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
 
@@ -39,6 +47,14 @@ class Peer:
     up: bool = False
     last_seen: float = 0.0
     next_seq: int = -1  # the frame number expected next from this peer (-1: any)
+    hidden: bool = False  # the peer is connected but out of the membership view
+    # Traffic from this peer (out: the link counts frames and bytes); plain ints, as
+    # they are bumped on the hot path.
+    messages_in: int = 0
+    messages_out: int = 0
+    frames_in: int = 0
+    bytes_in: int = 0
+    envelopes_in: int = 0
 
 
 class Membership:
@@ -46,7 +62,7 @@ class Membership:
 
     def __init__(self, dist: Distribution) -> None:
         self._dist = dist
-        self._listeners: list[NodeListener] = []
+        self._listeners: list[tuple[NodeListener, bool]] = []  # (listener, include_hidden)
         self._seeds: list[str] = []
         self.paused = False
 
@@ -61,19 +77,27 @@ class Membership:
 
     # -- the view ---------------------------------------------------------------------------
 
-    def nodes(self) -> list[str]:
-        """Names of the peers that are up, sorted."""
-        return sorted(name for name, peer in self._dist.sessions.items() if peer.up)
+    def nodes(self, *, include_hidden: bool = False) -> list[str]:
+        """Names of the peers that are up, sorted; hidden ones only if `include_hidden`."""
+        return sorted(
+            name
+            for name, peer in self._dist.sessions.items()
+            if peer.up and (include_hidden or not peer.hidden)
+        )
 
     def peer(self, name: str) -> Peer | None:
         """The session with `name` if it is up."""
         peer = self._dist.sessions.get(name)
         return peer if peer is not None and peer.up else None
 
-    def subscribe(self, listener: NodeListener) -> Callable[[], None]:
-        """Call `listener(event, name)` on every node "up" and "down"; returns an unsubscribe."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+    def subscribe(
+        self, listener: NodeListener, *, include_hidden: bool = False
+    ) -> Callable[[], None]:
+        """Call `listener(event, name)` on every node "up" and "down" (of hidden peers too
+        if `include_hidden`); returns an unsubscribe."""
+        entry = (listener, include_hidden)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
     # -- sessions up and down -----------------------------------------------------------------
 
@@ -91,10 +115,24 @@ class Membership:
         peer.last_seen = asyncio.get_running_loop().time()
         sessions[peer.name] = peer
         dist._handshake.connected(peer.name)
-        others = [[p.name, p.address] for p in sessions.values() if p.up and p is not peer]
-        dist.emit(peer, Kind.PEERS, others)
-        log.info("%s: node %s up (%s)", dist.node.name, peer.name, peer.address)
-        self._notify("up", peer.name)
+        if not dist.node.hidden:
+            self._gossip(peer)
+        log.info(
+            "%s: %snode %s up (%s)",
+            dist.node.name, "hidden " if peer.hidden else "", peer.name, peer.address,
+        )  # fmt: skip
+        self._notify("up", peer)
+
+    def _gossip(self, peer: Peer) -> None:
+        """Tell a peer that came up our visible peers, and our hidden peers about it."""
+        dist = self._dist
+        up = [p for p in dist.sessions.values() if p.up and p is not peer]
+        dist.emit(peer, Kind.PEERS, [[p.name, p.address] for p in up if not p.hidden])
+        if not peer.hidden:
+            news = [[peer.name, peer.address]]
+            for other in up:
+                if other.hidden:
+                    dist.emit(other, Kind.PEERS, news)
 
     def forget(
         self, peer: Peer, reason: object, *, notify: bool = True, keep_link: bool = False
@@ -115,12 +153,15 @@ class Membership:
         dist._signals.peer_lost(peer.name)
         dist._requests.peer_lost(peer.name)
         if notify:
-            self._notify("down", peer.name)
+            self._notify("down", peer)
 
-    def _notify(self, event: str, name: str) -> None:
-        for listener in list(self._listeners):
+    def _notify(self, event: str, peer: Peer) -> None:
+        hidden = peer.hidden
+        for listener, include_hidden in list(self._listeners):
+            if hidden and not include_hidden:
+                continue
             try:
-                listener(event, name)
+                listener(event, peer.name)
             except Exception:
                 log.exception("node listener %r failed", listener)
 
@@ -179,8 +220,16 @@ class Membership:
                 if address == dist.address or dist._handshake.pending(address):
                     continue
                 if address not in connected:
-                    dist._handshake.start_connect(address)
+                    attempt = dist._handshake.start_connect(address)
+                    attempt.add_done_callback(functools.partial(self._seed_done, address))
             await asyncio.sleep(dist.config.seed_retry)
+
+    def _seed_done(self, address: str, attempt: asyncio.Future[str]) -> None:
+        if attempt.cancelled():
+            return  # the node is closing
+        error = attempt.exception()
+        if isinstance(error, ConnectError):
+            self._dist.node._seed_failed(address, error)
 
     def pause(self) -> None:
         """Freeze the node's networking: nothing read, sent or timed out (like SIGSTOP)."""
