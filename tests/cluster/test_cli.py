@@ -263,6 +263,31 @@ def drain(fd: int) -> bytes:
     return out
 
 
+def test_join_with_a_wrong_cookie_says_so_once_and_keeps_retrying(cli: Cli) -> None:
+    cmd = [sys.executable, "-m", "zmesh", "join", "intruder", "--listen", "tcp://127.0.0.1:0",
+           *cli.seed, "--cookie", "wrong", "--log-format", "json"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # several retries (every 0.5 s)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "node intruder up" in out
+    refusals = [line for line in err.splitlines() if line.startswith("zmesh:")]
+    assert len(refusals) == 1 and "cookie" in refusals[0] and cli.nodes[0].address in refusals[0]
+    for line in err.splitlines():  # everything else is a JSON log line
+        if not line.startswith("zmesh:"):
+            assert set(json.loads(line)) >= {"ts", "level", "logger", "message"}
+
+
+def test_join_under_a_name_a_live_node_holds_exits_2_naming_the_holder(cli: Cli) -> None:
+    holder = cli.nodes[1]
+    cmd = [sys.executable, "-m", "zmesh", "join", holder.name, "--listen", "tcp://127.0.0.1:0",
+           *cli.seed]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=ENV)
+    assert out.returncode == 2
+    (line,) = out.stderr.splitlines()
+    assert repr(holder.name) in line and holder.address in line
+
+
 def test_an_unreachable_seed_exits_2_naming_it() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     out = zmesh_cli("nodes", "--seed", address)

@@ -121,6 +121,9 @@ async def test_metrics_port_serves_counters_gauges_and_histograms() -> None:
         assert count.value == 1 and count.labels == {"node": "m"}
         ups = families["zmesh_node_events"].samples
         assert {s.labels["event"]: s.value for s in ups} == {"up": 1.0, "down": 0.0}
+        sent = families["zmesh_peer_messages"].samples
+        into_a = next(x for x in sent if x.labels == {"node": "m", "peer": "p", "direction": "in"})
+        assert into_a.value >= 1
         status, _ = await scrape(url.replace("/metrics", "/other"))
         assert status.startswith("HTTP/1.0 404")
     with pytest.raises(OSError):  # the endpoint closed with the node
