@@ -159,6 +159,16 @@ async def cluster_info(node: zmesh.Node, seed: str) -> list[dict[str, Any]]:
     return sorted(infos, key=lambda i: str(i["name"]))
 
 
+async def registry_synced(node: zmesh.Node, seed_info: dict[str, Any]) -> None:
+    """Wait (up to ASK_TIMEOUT) until every name the seed had registered is in this
+    node's replica, so code run next can call them by name."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ASK_TIMEOUT
+    wanted = set(seed_info["registered"])
+    while not wanted <= set(node.registered()) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def synced_whereis(node: zmesh.Node, name: str, wait: float = 1.0) -> zmesh.Pid | None:
     """`whereis(name)` once the registry table has reached this node (None after `wait`)."""
     loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ import typer
 
 import zmesh
 
-from .common import CookieOpt, SeedOpt, cli_node, guarded, join_seed, mesh
+from .common import CookieOpt, SeedOpt, cli_node, guarded, join_seed, mesh, registry_synced
 
 BANNER = (
     "zmesh shell on node {name}, joined through {seed} ({members}).\n"
@@ -42,7 +42,7 @@ def shell(
     async def main() -> None:
         async with cli_node(cookie) as node:
             seed_name = await join_seed(node, seed)
-            await mesh(node, seed_name)
+            await registry_synced(node, await mesh(node, seed_name))
             namespace: dict[str, Any] = {"node": node, "zmesh": zmesh, "asyncio": asyncio}
             if command is not None:
                 await run_code(command, namespace)
