@@ -30,3 +30,15 @@ class Counter(zmesh.GenServer):
     async def handle_call(self, request: object, caller: zmesh.Caller) -> int:
         self.count += 1
         return self.count
+
+
+async def idle(proc: zmesh.Process) -> None:
+    """Wait for one message."""
+    await proc.receive()
+
+
+async def crowd(proc: zmesh.Process, count: int) -> None:
+    """Spawn `count` idle processes on this node, then wait (for inspection benchmarks)."""
+    for _ in range(count):
+        proc.node.spawn(idle)
+    await proc.receive()

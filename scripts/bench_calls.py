@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_app
 from bench_remote import percentile, raw, run, start_far_node
+from progress import each, stages
 
 import zmesh
 
@@ -70,17 +71,19 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
     uv = args.uvloop
-    local = [run(local_calls(args.calls), uv) for _ in range(args.repeat)]
-    raw_rt, remote = [], []
-    far, address = start_far_node(uv)
-    try:
-        for _ in range(args.repeat):
-            raw_rt.append(raw("pingpong", args.remote_calls))
-            remote.append(run(remote_calls(address, args.remote_calls), uv))
-    finally:
-        far.terminate()
-        far.wait(10)
-    restarts = run(restart_times(args.restarts), uv)
+    with stages(2 * args.repeat + 1, "calls") as step:
+        local = [run(local_calls(args.calls), uv) for _ in each(range(args.repeat), step, "local")]
+        raw_rt, remote = [], []
+        far, address = start_far_node(uv)
+        try:
+            for _ in each(range(args.repeat), step, "remote"):
+                raw_rt.append(raw("pingpong", args.remote_calls))
+                remote.append(run(remote_calls(address, args.remote_calls), uv))
+        finally:
+            far.terminate()
+            far.wait(10)
+        restarts = run(restart_times(args.restarts), uv)
+        step("restarts")
 
     def med(runs: list[list[float]]) -> float:
         return statistics.median(statistics.median(r) for r in runs) * 1e6

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from progress import each, stages
+
 import zmesh
 
 
@@ -52,7 +54,8 @@ def main() -> None:
     print(f"failure detection, defaults: tick {cfg.tick} s, down after {cfg.down_after} s")
     print(f"{'signal':10} {'median':>10} {'max':>10}  target")
     for sig in (signal.SIGKILL, signal.SIGSTOP):
-        times = [asyncio.run(detect(sig)) for _ in range(args.rounds)]
+        with stages(args.rounds, sig.name) as step:
+            times = [asyncio.run(detect(sig)) for _ in each(range(args.rounds), step, "round")]
         print(f"{sig.name:10} {statistics.median(times):9.3f}s {max(times):9.3f}s  <= 3 s")
 
 

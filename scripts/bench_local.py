@@ -19,6 +19,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from progress import each, stages
+
 import zmesh
 
 HERE = Path(__file__).resolve().parent
@@ -199,13 +201,26 @@ def main() -> None:
     uv = args.uvloop
     reps = range(args.repeat)
 
-    spawn = statistics.median(fresh("bench_spawn", 200_000, uv)[0] for _ in reps)
-    bare_sp = statistics.median(fresh("bare_spawn", 200_000, uv)[0] for _ in reps)
-    per_proc, spawn_1m = fresh("bench_memory", args.processes, uv)
-    one_way = statistics.median(run(bench_one_way, args.messages, use_uvloop=uv) for _ in reps)
-    bare_ow = statistics.median(run(bare_one_way, args.messages, use_uvloop=uv) for _ in reps)
-    pp = run(bench_ping_pong, args.rounds, use_uvloop=uv)
-    bare_pp = run(bare_ping_pong, args.rounds, use_uvloop=uv)
+    with stages(4 * args.repeat + 3, "local") as step:
+        spawn = statistics.median(
+            fresh("bench_spawn", 200_000, uv)[0] for _ in each(reps, step, "spawn")
+        )
+        bare_sp = statistics.median(
+            fresh("bare_spawn", 200_000, uv)[0] for _ in each(reps, step, "bare spawn")
+        )
+        per_proc, spawn_1m = fresh("bench_memory", args.processes, uv)
+        step("memory")
+        one_way = statistics.median(
+            run(bench_one_way, args.messages, use_uvloop=uv) for _ in each(reps, step, "one-way")
+        )
+        bare_ow = statistics.median(
+            run(bare_one_way, args.messages, use_uvloop=uv)
+            for _ in each(reps, step, "bare one-way")
+        )
+        pp = run(bench_ping_pong, args.rounds, use_uvloop=uv)
+        step("ping-pong")
+        bare_pp = run(bare_ping_pong, args.rounds, use_uvloop=uv)
+        step("bare ping-pong")
 
     loop_name = "uvloop" if uv else "asyncio"
     print(f"zmesh local benchmarks ({loop_name}, Python {sys.version.split()[0]})")

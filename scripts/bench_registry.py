@@ -13,6 +13,8 @@ import statistics
 import time
 from contextlib import AsyncExitStack
 
+from progress import each, stages
+
 import zmesh
 
 
@@ -82,8 +84,10 @@ def main() -> None:
         import uvloop
 
         runner = uvloop.run
-    register, visible = runner(register_and_visibility(args.names))
-    heals = [runner(heal(args.conflicts)) for _ in range(3)]
+    with stages(4, "registry") as step:
+        register, visible = runner(register_and_visibility(args.names))
+        step("register")
+        heals = [runner(heal(args.conflicts)) for _ in each(range(3), step, "heal")]
     print(
         f"registry, 5 nodes in one process on loopback ({'uvloop' if args.uvloop else 'asyncio'})"
     )

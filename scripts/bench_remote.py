@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
+from progress import each, stages
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -145,11 +146,12 @@ def main() -> None:
     raw_ow, ours_ow, raw_rt, ours_rt = [], [], [], []
     far, address = start_far_node(args.uvloop)
     try:
-        for _ in range(args.repeat):  # alternate, so drift hits both alike
-            raw_ow.append(raw("oneway", args.messages))
-            ours_ow.append(run(zmesh_one_way(address, args.messages), args.uvloop))
-            raw_rt.append(raw("pingpong", args.rounds))
-            ours_rt.append(run(zmesh_round_trip(address, args.rounds), args.uvloop))
+        with stages(args.repeat, "remote") as step:
+            for _ in each(range(args.repeat), step, "round"):  # alternate: drift hits both alike
+                raw_ow.append(raw("oneway", args.messages))
+                ours_ow.append(run(zmesh_one_way(address, args.messages), args.uvloop))
+                raw_rt.append(raw("pingpong", args.rounds))
+                ours_rt.append(run(zmesh_round_trip(address, args.rounds), args.uvloop))
     finally:
         far.terminate()
         far.wait(10)

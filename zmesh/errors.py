@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ZmeshError(Exception):
     """Base class of every error zmesh raises."""
@@ -15,8 +17,18 @@ class EncodeError(ZmeshError):
     """A value that cannot be sent: an unsupported type or over a size limit."""
 
 
+ConnectReason = Literal["bad_cookie", "name_clash", "version", "busy", "unreachable"]
+
+
 class ConnectError(ZmeshError):
-    """A peer could not be joined: unreachable, wrong cookie, name clash or protocol mismatch."""
+    """A peer could not be joined; `reason` says why: "bad_cookie" (the cookies differ),
+    "name_clash" (the name is taken, or the peer has ours), "version" (protocol
+    mismatch), "busy" (too many handshakes in progress there) or "unreachable" (no
+    answer in time)."""
+
+    def __init__(self, message: str, reason: ConnectReason = "unreachable") -> None:
+        super().__init__(message)
+        self.reason: ConnectReason = reason
 
 
 class NoProc(ZmeshError):

@@ -259,3 +259,25 @@ async def test_node_exit_closes_every_socket_and_leaves_no_task() -> None:
     await asyncio.sleep(0.05)
     assert set(asyncio.all_tasks()) - tasks_before == set()
     assert open_fds() == fds_before
+
+
+async def test_peer_stats_count_each_peers_traffic(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    a, b = two_nodes
+    async with b.process() as me:
+        sink = a.spawn(app.sink, me.pid, 100)
+        for i in range(100):
+            b.send(sink, i)
+        assert await me.receive(timeout=5) == ("received", 100)
+    sent, received = b.peer_stats()["a"], a.peer_stats()["b"]
+    assert set(sent) == {
+        "messages_in", "messages_out", "bytes_in", "bytes_out",
+        "frames_in", "frames_out", "envelopes_in",
+    }  # fmt: skip
+    assert sent["messages_out"] == received["messages_in"] == 100
+    assert received["messages_out"] == sent["messages_in"] == 1  # the sink's answer
+    # Envelopes share frames (batching); a peer reads no more than was sent to it.
+    assert 1 <= received["frames_in"] <= received["envelopes_in"]
+    assert received["envelopes_in"] >= 100
+    assert received["frames_in"] <= sent["frames_out"]
+    assert 100 * 10 <= received["bytes_in"] <= sent["bytes_out"]
+    assert sent["frames_in"] >= 1 and sent["bytes_in"] <= received["bytes_out"]

@@ -228,6 +228,6 @@ async def test_remote_calls_leave_no_monitor_behind_on_either_node(two_nodes) ->
     with pytest.raises(zmesh.CallTimeout):  # a timed-out call cleans up too
         await a.call(await b.start(Deferred), "slow", timeout=0.05)
     server = b._procs[pid.id]
-    await wait_until(lambda: not server.watchers and not b._dist._cross["a"].watchers, 2)
+    await wait_until(lambda: not server.watchers and not b._dist._signals._cross["a"].watchers, 2)
     router = a._call_router()
-    assert not router.monitors and not router._calls and not a._dist._cross["b"].monitors
+    assert not router.monitors and not router._calls and not a._dist._signals._cross["b"].monitors

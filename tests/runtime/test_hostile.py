@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from zmesh import Node, NodeConfig
 from zmesh.core import protocol as proto
-from zmesh.core.codec import encode
+from zmesh.core.codec import Codec, encode
 from zmesh.core.protocol import Kind
 
 from ..conftest import COOKIE
@@ -113,14 +113,38 @@ async def test_a_peer_that_vanishes_mid_handshake_is_forgotten(raw_dealer) -> No
         await b.connect(a.address)  # type: ignore[arg-type]
         for i in range(20):
             sock = raw_dealer(a.address)
-            hello = [Kind.HELLO, proto.VERSION, f"ghost{i}", 1, "tcp://127.0.0.1:9", os.urandom(16)]
+            address, nonce = "tcp://127.0.0.1:9", os.urandom(16)
+            hello = [Kind.HELLO, proto.VERSION, f"ghost{i}", 1, address, nonce, False]
             sock.send(proto.frame([encode(hello)], 0))
         await asyncio.sleep(0.2)
-        assert a._dist is not None and len(a._dist._inbound) == 20
+        assert a._dist is not None and len(a._dist._handshake._inbound) == 20
         await asyncio.sleep(0.6)
-        assert len(a._dist._inbound) == 0
+        assert len(a._dist._handshake._inbound) == 0
         assert a.stats()["handshakes_expired"] == 20
         await still_serves(a, b)
+
+
+async def test_a_hello_of_another_protocol_version_is_answered_with_a_version_refusal(  # type: ignore[no-untyped-def]
+    two_nodes, raw_dealer
+) -> None:
+    a, b = two_nodes
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)  # where the stranger says it listens
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        nonce = os.urandom(16)
+        # A later version may add fields, but keeps version .. nonce where they are.
+        hello = [Kind.HELLO, proto.VERSION + 1, "future", 1, f"tcp://127.0.0.1:{port}", nonce]
+        raw_dealer(a.address).send(proto.frame([encode([*hello, False, {"new": "field"}])], 0))
+        assert await asyncio.to_thread(router.poll, 3000), "no answer to the hello"
+        _identity, data = router.recv_multipart()
+        refusal = proto.decode_frame(Codec(), data)[1]
+        assert refusal[:3] == [Kind.REFUSE, nonce, proto.REFUSE_VERSION]
+    finally:
+        router.close(0)
+        ctx.term()
+    await still_serves(a, b)
 
 
 async def test_bad_envelopes_from_a_trusted_peer_are_counted_not_fatal(two_nodes) -> None:  # type: ignore[no-untyped-def]
@@ -179,7 +203,7 @@ def test_fuzzed_inbound_frames_never_escape_the_node(fuzz_pair, frames, trusted)
 
     async def feed() -> None:
         for data in frames:
-            peer = dist._trusted.get(identity)
+            peer = dist.trusted.get(identity)
             if isinstance(data, list):  # envelopes: number the frame as the link would
                 data = proto.frame(data, peer.next_seq if trusted and peer else 0)
             # What the ROUTER's reader calls for every inbound message; raising is a failure.
@@ -200,7 +224,7 @@ def fuzz_pair():  # type: ignore[no-untyped-def]
     loop.run_until_complete(b.connect(a.address))  # type: ignore[arg-type]
     loop.run_until_complete(asyncio.sleep(0.1))
     assert a._dist is not None
-    identity = a._dist._peers["b"].identity
+    identity = a._dist.sessions["b"].identity
     yield loop, a, identity
     loop.run_until_complete(b.stop())
     loop.run_until_complete(a.stop())

@@ -388,3 +388,13 @@ def test_the_documented_example_runs_as_written(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout
+
+
+async def test_apply_takes_a_whole_schedule_or_refuses_what_is_not_a_step() -> None:
+    async with Cluster(2) as c:
+        await apply(c, [Partition((("n1",), ("n2",))), Heal()])
+        await c.settle(timeout=10)
+        with pytest.raises(zmesh.ConfigError, match="apply takes a step"):
+            await apply(c, "heal")  # type: ignore[arg-type]
+        with pytest.raises(zmesh.ConfigError, match="a schedule holds steps"):
+            await apply(c, [Heal(), [Heal()]])  # type: ignore[list-item]

@@ -18,21 +18,29 @@ import msgpack
 from zmesh.core.codec import Codec
 from zmesh.errors import DecodeError
 
-VERSION: Final = 1
+#: 2: HELLO and CHALLENGE carry the sender's `hidden` flag. The fields up to and
+#: including the nonces keep their places in every version, so a node can read the
+#: version of any HELLO or CHALLENGE and refuse a mismatch instead of dropping it.
+VERSION: Final = 2
 NONCE_BYTES: Final = 16
 
 
 class Kind(IntEnum):
-    """Envelope kinds. Handshake kinds are the only ones accepted from an unknown peer."""
+    """Envelope kinds. Handshake kinds are the only ones accepted from an unknown peer.
 
-    HELLO = 1  # [HELLO, version, name, creation, address, nonce]
-    CHALLENGE = 2  # [CHALLENGE, version, name, creation, address, their_nonce, nonce, proof]
+    `hidden` (a bool) marks a node that is connected but stays out of its peers'
+    membership view: not in their `nodes()`, their ring or the PEERS they gossip.
+    """
+
+    HELLO = 1  # [HELLO, version, name, creation, address, nonce, hidden]
+    # [CHALLENGE, version, name, creation, address, their_nonce, nonce, proof, hidden]
+    CHALLENGE = 2
     AUTH = 3  # [AUTH, their_nonce, proof]
-    WELCOME = 4  # [WELCOME, peers: [[name, address], ...]]
+    WELCOME = 4  # [WELCOME]
     REFUSE = 5  # [REFUSE, nonce, reason_code, text]
     HEARTBEAT = 6  # [HEARTBEAT]
     BYE = 7  # [BYE]
-    PEERS = 8  # [PEERS, [[name, address], ...]]
+    PEERS = 8  # [PEERS, [[name, address], ...]]: visible nodes to connect to
     SEQ = 9  # [SEQ, n]: first in every frame; n counts the link's frames from 0
     SEND = 10  # [SEND, dest_id, dest_creation, payload_bytes]
     LINK = 11  # [LINK, from_pid, to_pid]
@@ -103,6 +111,13 @@ def decode_frame(codec: Codec, data: bytes) -> list[list[Any]]:
         if type(env) is not list or not env or type(env[0]) is not int or env[0] not in _KINDS:
             raise DecodeError(f"not an envelope: {str(env)[:60]}")
     return envelopes
+
+
+def check_type(value: object, kind: type) -> None:
+    """Refuse an envelope field that is not exactly of type `kind` (TypeError, which the
+    receiver counts as a bad envelope)."""
+    if type(value) is not kind:
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
 
 
 def encode_envelope(codec: Codec, *fields: object) -> bytes:

@@ -60,6 +60,11 @@ class NodeConfig:
     service_hold: float = 5.0
     #: Messages held per service on one node; one more raises QueueFull.
     service_hold_max: int = 100_000
+    #: Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 picks a free port;
+    #: None serves nothing). Needs prometheus-client: `pip install zmesh[metrics]`.
+    metrics_port: int | None = None
+    #: The interface the metrics endpoint binds.
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -70,6 +75,9 @@ class NodeConfig:
             raise ConfigError(
                 f"NodeConfig.down_after ({self.down_after}) must exceed tick ({self.tick})"
             )
+        port = self.metrics_port
+        if port is not None and (type(port) is not int or not 0 <= port <= 65535):
+            raise ConfigError(f"NodeConfig.metrics_port must be 0-65535 or None, got {port!r}")
         if not callable(self.resolve) and self.resolve not in ("kill", "notify", "unregister"):
             raise ConfigError(
                 f"NodeConfig.resolve must be 'kill', 'notify' or 'unregister', got {self.resolve!r}"

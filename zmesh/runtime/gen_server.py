@@ -263,6 +263,7 @@ class CallRouter(Process):
         ref = node.make_ref()
         waiting = self._calls[ref] = node._loop.create_future()
         timer = node._loop.call_later(timeout, self._time_out, ref, target, timeout)
+        started = node._loop.time()
         try:
             node._monitor(self, target, ref)  # a dead target's Down comes at once
             if not waiting.done():
@@ -271,6 +272,9 @@ class CallRouter(Process):
         finally:
             timer.cancel()
             self._calls.pop(ref, None)
+            observe = node._call_observer
+            if observe is not None:
+                observe(node._loop.time() - started)
             node._demonitor(self, ref)
 
     def _time_out(self, ref: Ref, target: Pid, timeout: float) -> None:

@@ -30,7 +30,8 @@ class Groups:
             dist.handle_cast("pg.join", self._on_join)
             dist.handle_cast("pg.leave", self._on_leave)
             dist.handle_cast("pg.table", self._on_table)
-            dist.subscribe(self._on_node_event)
+            # Hidden peers too: their processes may join groups, and leave them with them.
+            dist.subscribe(self._on_node_event, include_hidden=True)
 
     def join(self, group: str, pid: Pid) -> None:
         """Add local process `pid` to `group` (a pid may join a group more than once)."""

@@ -1,4 +1,5 @@
-"""The live ring: a `HashRing` over the cluster's current members, this node included.
+"""The live ring: a `HashRing` over the cluster's current members, this node included
+unless it is hidden (hidden nodes own no keys, and their peers leave them out too).
 
 It follows node up/down events. Every node that shares a membership view builds the
 same ring (placement depends only on member names, weights and vnodes), so all agree
@@ -23,14 +24,16 @@ RingWatcher = Callable[[HashRing], None]
 
 
 class LiveRing:
-    """Keeps `ring` equal to a HashRing over `[node.name, *node.nodes()]`."""
+    """Keeps `ring` equal to a HashRing over this node (unless hidden) and `node.nodes()`,
+    its visible peers."""
 
     def __init__(self, node: Node, vnodes: int = 128) -> None:
         self._node = node
         self._vnodes = vnodes
-        self.ring = HashRing([node.name], vnodes=vnodes)
+        self.ring = HashRing([] if node.hidden else [node.name], vnodes=vnodes)
         self._watchers: list[RingWatcher] = []
         if node._dist is not None:
+            # Without hidden peers: a query tool coming and going must not move keys.
             node._dist.subscribe(self._on_node_event)
 
     def _on_node_event(self, event: str, name: str) -> None:

@@ -17,9 +17,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zmesh.errors import CallError, CallTimeout, ConfigError, NameTaken, NoProc, ZmeshError
+from zmesh.errors import (
+    CallError,
+    CallTimeout,
+    ConfigError,
+    ConnectError,
+    NameTaken,
+    NoProc,
+    ZmeshError,
+)
 from zmesh.runtime import gen_server
 from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.inspect import Inspector
 from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
@@ -46,6 +55,12 @@ class Node:
     local-only node). `cookie` is the cluster's shared secret; `seeds` are addresses
     to join (retried until they answer); `load` names the modules whose functions
     and classes peers may start here by "module:qualname".
+
+    A `hidden` node (Erlang's `-hidden`) talks to the cluster like any other node but
+    stays out of its membership: its peers do not list it in `nodes()`, put it on
+    their ring, make it a registry leader or tell other nodes about it. It connects
+    to every visible node its seed knows, owns no ring keys and never leads the
+    registry; for short-lived tools (the `zmesh` queries) and clients of a cluster.
     """
 
     def __init__(
@@ -57,9 +72,12 @@ class Node:
         seeds: Sequence[str] = (),
         load: Sequence[str] = (),
         config: NodeConfig | None = None,
+        hidden: bool = False,
     ) -> None:
         self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
         _check_node_name(self.name)
+        #: Connected but out of the cluster's membership view (see the class docstring).
+        self.hidden = bool(hidden)
         # The incarnation: a restarted node gets a larger one, so its old pids are stale.
         self.creation = _next_creation()
         self.config = config or NodeConfig()
@@ -73,6 +91,7 @@ class Node:
         # Pid 0 is the node itself: the sender of exit signals not sent by a process.
         self.system_pid = Pid(self.name, 0, self.creation)
         self._exit_hooks: list[Callable[[Pid, object], None]] = []
+        self._seed_listeners: list[Callable[[str, ConnectError], None]] = []
         self._dist: Distribution | None = None
         self._registry: Registry | None = None
         self._groups: Groups | None = None
@@ -83,6 +102,8 @@ class Node:
         self._gc_owner = False
         self._services: list[Any] = []  # subsystems with `async stop()`, stopped in reverse
         self._calls: gen_server.CallRouter | None = None  # made by the first call
+        self._call_observer: Callable[[float], None] | None = None  # call latency, seconds
+        self._inspector: Inspector | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by boot()
 
     def __repr__(self) -> str:
@@ -122,6 +143,9 @@ class Node:
         self._groups = Groups(self)
         self._ring = LiveRing(self)
         self._svc = Services(self)
+        self._inspector = Inspector(self)
+        await self._inspector.start()
+        self._services.append(self._inspector)
         if self._dist is not None:
             await self._dist.start(self._seeds)
 
@@ -156,6 +180,8 @@ class Node:
         self._stopping = True
         if self._svc is not None:
             await self._svc.close()
+        if self._inspector is not None:
+            await self._inspector.stop()
         dist = self._dist
         if dist is not None:
             dist.pause()
@@ -332,6 +358,7 @@ class Node:
         """Register `pid` under `name` across the cluster: True, or False if the name is
         taken (or `pid` is dead). Of several racing registrations exactly one wins while
         the cluster is connected. The name goes when the process exits or its node is lost.
+        A hidden node registers through its visible peers: NodeDown if it has none.
         """
         _check_name(name)
         return await self._need_registry().register(name, pid)
@@ -353,7 +380,9 @@ class Node:
 
     @property
     def ring(self) -> HashRing:
-        """The consistent-hash ring over the cluster's current members, this node included.
+        """The consistent-hash ring over the cluster's current members: this node and its
+        visible peers (a hidden node is on no ring, its own included: alone, its ring is
+        empty).
 
         Replaced (never mutated) on every node up/down; `watch_ring` reports changes.
         """
@@ -373,10 +402,35 @@ class Node:
             raise ConfigError(f"node {self.name!r} is not started")
         return self._ring.changes()
 
-    def subscribe_nodes(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
-        """Call `listener(event, name)` with event "up" or "down" for every peer change;
-        returns an unsubscribe function."""
-        return self._need_dist().subscribe(listener)
+    def subscribe_nodes(
+        self, listener: Callable[[str, str], None], *, include_hidden: bool = False
+    ) -> Callable[[], None]:
+        """Call `listener(event, name)` with event "up" or "down" for every peer change
+        (hidden peers' too only if `include_hidden`); returns an unsubscribe function."""
+        return self._need_dist().subscribe(listener, include_hidden=include_hidden)
+
+    def on_seed_error(self, listener: Callable[[str, ConnectError], None]) -> Callable[[], None]:
+        """Call `listener(address, error)` for every failed background attempt to join a
+        seed (`error.reason` says why); returns an unsubscribe function.
+
+        The seed loop keeps retrying, so one cause is reported again on every retry: a
+        tool that prints them should de-duplicate by `(address, error.reason)`. May be
+        called before the node starts, so that the first attempt is reported too.
+        """
+        self._seed_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._seed_listeners:
+                self._seed_listeners.remove(listener)
+
+        return unsubscribe
+
+    def _seed_failed(self, address: str, error: ConnectError) -> None:
+        for listener in list(self._seed_listeners):
+            try:
+                listener(address, error)
+            except Exception:
+                log.exception("seed error listener %r failed", listener)
 
     def _need_registry(self) -> Registry:
         if self._registry is None:
@@ -537,9 +591,21 @@ class Node:
         """
         return await self._need_dist().connect(address, timeout)
 
-    def nodes(self) -> list[str]:
-        """Names of the connected peers, sorted; this node excluded."""
-        return self._dist.nodes() if self._dist is not None else []
+    def nodes(self, *, include_hidden: bool = False) -> list[str]:
+        """Names of the connected peers, sorted; this node excluded, and hidden peers too
+        unless `include_hidden`."""
+        if self._dist is None:
+            return []
+        return self._dist.nodes(include_hidden=include_hidden)
+
+    def peer_stats(self) -> dict[str, dict[str, int]]:
+        """Traffic per connected peer (hidden ones included), by name: messages_in,
+        messages_out, bytes_in, bytes_out, frames_in, frames_out, envelopes_in.
+
+        Counted since the session came up (frames and bytes out: since its connection
+        opened), so a reconnect starts them again.
+        """
+        return self._dist.peer_stats() if self._dist is not None else {}
 
     async def spawn_remote(
         self, node: str, fn: Callable[..., Any] | str, *args: Any, timeout: float | None = None
@@ -554,20 +620,8 @@ class Node:
         return await self._need_dist().spawn_remote(node, fn, args, timeout)
 
     def info(self) -> dict[str, Any]:
-        """A snapshot for inspection tools: name, address, peers, processes, names."""
-        registry = self._registry
-        return {
-            "name": self.name,
-            "address": self.address,
-            "creation": self.creation,
-            "nodes": self.nodes(),
-            "processes": [
-                {"pid": str(p.pid), "node": self.name, "messages": p.pending()}
-                for p in self._listed()
-            ],
-            "registered": registry.registered() if registry is not None else [],
-            "stats": self.stats(),
-        }
+        """A snapshot for inspection tools; its keys are documented in docs/cli.md."""
+        return (self._inspector or Inspector(self)).info()
 
     async def node_info(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
         """`info()` of node `node` (this one or a connected peer)."""

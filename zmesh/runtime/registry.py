@@ -84,7 +84,9 @@ class Registry:
             dist.handle_cast("reg.add", self._on_add)
             dist.handle_cast("reg.remove", self._on_remove)
             dist.handle_cast("reg.table", self._on_table)
-            dist.subscribe(self._on_node_event)
+            # Hidden peers too: they need the table for `whereis`, and their names go
+            # when they do.
+            dist.subscribe(self._on_node_event, include_hidden=True)
 
     def watch(self, watcher: NameWatcher) -> None:
         """Call `watcher(name, pid)` whenever the owner of a name changes on this replica."""
@@ -130,7 +132,12 @@ class Registry:
         be on its way here from its node (each link is FIFO, the links are not ordered
         with each other), and must not come back as an earlier owner that defeats ours."""
         for _ in range(3):  # the leader may go down between choosing it and asking it
-            leader = leader_for(name, self._members())
+            members = self._members()
+            if not members:
+                raise NodeDown(
+                    f"{self.node.name} is hidden and reaches no visible node to register {name!r}"
+                )
+            leader = leader_for(name, members)
             if leader == self.node.name:
                 return self.state.reserve(name, pid, self._now(), _HOLD)
             dist = self.node._dist
@@ -180,7 +187,10 @@ class Registry:
     # -- the protocol --------------------------------------------------------------------------
 
     def _members(self) -> list[str]:
-        return [self.node.name, *self.node.nodes()]
+        """The leader candidates: the visible nodes, never a hidden one (this one included)."""
+        node = self.node
+        visible = node.nodes()
+        return visible if node.hidden else [node.name, *visible]
 
     def _now(self) -> float:
         return time.monotonic()

@@ -154,7 +154,7 @@ class Services:
         self._caps: dict[str, frozenset[str]] = {}  # what each peer can run (see _can_run)
         self._ready: dict[str, list[asyncio.Future[Pid]]] = {}  # spawn_service waiting
         self._failures: dict[str, str] = {}  # why a service was given up, by name
-        self._known: set[str] = set() if _hidden(node) else {node.name}
+        self._known: set[str] = set() if node.hidden else {node.name}
         self._leaving: set[str] = set()
         self._syncing: dict[str, float] = {}  # peers up whose tables have not come yet
         self._closing = False
@@ -182,7 +182,8 @@ class Services:
             dist.handle_cast("svc.leaving", self._on_leaving)
             dist.handle_cast("svc.release", self._on_release)
             dist.handle_cast("svc.caps", self._on_caps)
-            node.subscribe_nodes(self._on_node_event)
+            # Hidden peers (tools) get the table too, to list and call services by name.
+            node.subscribe_nodes(self._on_node_event, include_hidden=True)
         self._checker = self._spawn(self._check_loop())
 
     # -- the public face (through Node) ---------------------------------------------------
@@ -217,7 +218,7 @@ class Services:
             raise NameTaken(name, owner)
         if node._dist is not None:
             node._dist.codec.encode(list(args))  # EncodeError here, not on a peer
-        members = [*([] if _hidden(node) else [node.name]), *node.nodes()]
+        members = [*([] if node.hidden else [node.name]), *node.nodes()]
         if not any(self._can_run(m, ref, unknown=True) for m in members):
             module = ref.partition(":")[0]
             raise RemoteError(
@@ -290,6 +291,23 @@ class Services:
         """Whether a node has announced a move of `name` that is not over yet."""
         hold = self._holds.get(name)
         return hold is not None and hold.by is not None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """`services()` with each spec, for inspection tools: name, node, pid (str or
+        None), server, restart, quorum."""
+        out = []
+        for info in self.services():
+            spec = self.table.get(info.name)
+            assert spec is not None
+            out.append({
+                "name": info.name,
+                "node": info.node,
+                "pid": None if info.pid is None else str(info.pid),
+                "server": spec.server,
+                "restart": spec.restart,
+                "quorum": spec.quorum,
+            })  # fmt: skip
+        return out
 
     def intercept(self, name: str, message: object) -> bool:
         """Hold `message`, sent by name, if the service `name` is moving or restarting;
@@ -378,7 +396,7 @@ class Services:
     # -- placement ---------------------------------------------------------------------------
 
     def _leader(self, name: str) -> str:
-        members = [*([] if _hidden(self.node) else [self.node.name]), *self.node.nodes()]
+        members = [*([] if self.node.hidden else [self.node.name]), *self.node.nodes()]
         if not members:
             raise ConfigError("no node to run services: a hidden node alone runs none")
         return leader_for(name, members)
@@ -757,8 +775,9 @@ class Services:
         self._placement = None
         if event == "up":
             self._leaving.discard(name)
-            self._known.add(name)
-            self._syncing[name] = self._now()
+            if name in self.node.nodes():  # a member, not a hidden tool node
+                self._known.add(name)
+                self._syncing[name] = self._now()
             specs, removed = self.table.snapshot()
             dist = self.node._dist
             if dist is not None:
@@ -909,7 +928,7 @@ class Services:
     # -- helpers -------------------------------------------------------------------------------
 
     def _peers(self) -> list[str]:
-        return self.node.nodes()
+        return self.node.nodes(include_hidden=True)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -987,10 +1006,6 @@ def _is_server_ref(server: Any) -> bool:
         except ZmeshError:
             return False
     return gen_server.is_server(server)
-
-
-def _hidden(node: Node) -> bool:
-    return bool(getattr(node, "hidden", False))
 
 
 def _check_startable(server: Any) -> None:

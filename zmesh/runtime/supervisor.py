@@ -20,6 +20,7 @@ from zmesh.core.restart import Intensity, add_restart
 from zmesh.errors import ConfigError, ZmeshError
 from zmesh.runtime.gen_server import Caller, GenServer, is_server
 from zmesh.runtime.loader import resolve
+from zmesh.runtime.process import Process
 from zmesh.terms import NORMAL, SHUTDOWN, Down, Exit, Pid
 
 log = logging.getLogger("zmesh.supervisor")
@@ -109,24 +110,25 @@ class _Base(GenServer):
             from zmesh.runtime.node import _named_server
 
             pid = node.spawn(_named_server, target, list(spec.args), self.pid, spec.name)
+        elif spec.name is not None:
+            pid = node.spawn(_named_function, target, spec.args, self.pid, spec.name)
+        else:
+            pid = node.spawn(target, *spec.args)
             proc.link(pid)
-            ack = await proc.receive(
-                lambda m: (
-                    (type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid)
-                    or (type(m) is Exit and m.pid == pid)
-                ),
-                timeout=max(spec.shutdown, 5.0),
-            )
-            if type(ack) is Exit:
-                raise SupervisorError(f"child {spec.id!r} exited during init: {ack.reason!r}")
-            if not ack[2]:
-                await proc.receive(lambda m: type(m) is Exit and m.pid == pid, timeout=5.0)
-                raise SupervisorError(f"child {spec.id!r} failed to start: {ack[3]!r}")
             return pid
-        if spec.name is not None:
-            raise ConfigError(f"child {spec.id!r}: name= needs a GenServer child")
-        pid = node.spawn(target, *spec.args)
         proc.link(pid)
+        ack = await proc.receive(
+            lambda m: (
+                (type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid)
+                or (type(m) is Exit and m.pid == pid)
+            ),
+            timeout=max(spec.shutdown, 5.0),
+        )
+        if type(ack) is Exit:
+            raise SupervisorError(f"child {spec.id!r} exited during init: {ack.reason!r}")
+        if not ack[2]:
+            await proc.receive(lambda m: type(m) is Exit and m.pid == pid, timeout=5.0)
+            raise SupervisorError(f"child {spec.id!r} failed to start: {ack[3]!r}")
         return pid
 
     async def _stop(self, entry: _Child) -> None:
@@ -163,6 +165,10 @@ class _Base(GenServer):
                 self.pid, self.intensity.max_restarts, self.intensity.max_seconds,
             )  # fmt: skip
             self.stop(SHUTDOWN)
+            return
+        inspector = self.node._inspector
+        if inspector is not None:
+            inspector.events["supervisor_restarts"] += 1
 
     async def handle_call(self, request: Any, caller: Caller) -> Any:
         """Management requests; a refused one is answered with the error, not a crash."""
@@ -193,6 +199,19 @@ class _Base(GenServer):
             )
             for c in self.children
         ]
+
+
+async def _named_function(
+    proc: Process, fn: Callable[..., Any], args: tuple[Any, ...], starter: Pid, name: str
+) -> None:
+    """Register `name` globally, tell `starter` how that went, then run `fn(proc, *args)`."""
+    node = proc.node
+    if not await node.register(name, proc.pid):
+        reason = ("name_taken", name, node.whereis(name))
+        node.send(starter, ("$gen_init", proc.pid, False, reason))
+        return
+    node.send(starter, ("$gen_init", proc.pid, True, None))
+    await fn(proc, *args)
 
 
 def _restarts_after(spec: ChildSpec, reason: object) -> bool:

@@ -43,6 +43,8 @@ class OutLink(Protocol):
     address: str
     closed: bool
     last_flush: float
+    frames_out: int  # frames handed to the socket (batches), and their bytes
+    bytes_out: int
 
     def poll(self) -> None: ...
 
@@ -205,6 +207,8 @@ class ZmqLink:
         self.address = address
         self.closed = False
         self.last_flush = 0.0
+        self.frames_out = 0
+        self.bytes_out = 0
         self._transport = transport
         self._loop = transport._loop
         cfg = transport._config
@@ -281,12 +285,15 @@ class ZmqLink:
             # rides with its request); what follows in the same iteration is coalesced.
             self._sent = True
             outbox = self._outbox
+            data = frame([*outbox, envelope], self._seq)
             try:
-                self._sock.send(frame([*outbox, envelope], self._seq), zmq.NOBLOCK)
+                self._sock.send(data, zmq.NOBLOCK)
             except zmq.Again:
                 pass
             else:
                 self._seq += 1
+                self.frames_out += 1
+                self.bytes_out += len(data)
                 if outbox:
                     self._queued -= sum(map(len, outbox))
                     self._outbox = []
@@ -370,6 +377,8 @@ class ZmqLink:
                 return
             blocked.popleft()
             self._queued -= carried
+            self.frames_out += 1
+            self.bytes_out += len(data)
         if self._watching:
             self._watching = False
             self._loop.remove_reader(self._fd)

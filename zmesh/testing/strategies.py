@@ -4,8 +4,7 @@
     @given(schedule=fault_schedules(["n1", "n2", "n3"], max_steps=5))
     async def test_registry_converges(schedule):
         async with Cluster(3) as c:
-            for step in schedule:
-                await apply(c, step)
+            await apply(c, schedule)         # or one step at a time: apply(c, step)
             await c.settle()
             ...  # the invariant, on a whole, healed cluster
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import assert_never
 
 from hypothesis import strategies as st
 
@@ -88,6 +86,7 @@ class Delay:
 
 
 Step = Partition | Heal | Kill | Pause | Resume | Restart | Drop | Delay
+_STEP_TYPES = (Partition, Heal, Kill, Pause, Resume, Restart, Drop, Delay)
 
 #: Every kind of step `fault_schedules` can draw, by name.
 KINDS = frozenset({"partition", "heal", "kill", "pause", "resume", "restart", "drop", "delay"})
@@ -95,8 +94,16 @@ DROP_RATES = (0.1, 0.5, 1.0)
 DELAYS = (0.01, 0.05, 0.2)
 
 
-async def apply(cluster: Cluster, step: Step) -> None:
-    """Run one step of a schedule on `cluster` (it returns once the fault is installed)."""
+async def apply(cluster: Cluster, step: Step | Sequence[Step]) -> None:
+    """Run one step, or a whole schedule in order, on `cluster`; returns once the
+    faults are installed. Raises ConfigError for anything that is not a step."""
+    if isinstance(step, list | tuple):
+        for one in step:
+            if not isinstance(one, _STEP_TYPES):
+                raise ConfigError(f"apply: a schedule holds steps, got {one!r} in it")
+        for one in step:
+            await apply(cluster, one)
+        return
     match step:
         case Partition(groups):
             await cluster.partition(*groups)
@@ -115,7 +122,10 @@ async def apply(cluster: Cluster, step: Step) -> None:
         case Delay(a, b, seconds):
             await cluster.delay(a, b, seconds)
         case _:
-            assert_never(step)
+            raise ConfigError(
+                f"apply takes a step ({', '.join(t.__name__ for t in _STEP_TYPES)}) "
+                f"or a schedule (a list of steps), got {step!r}"
+            )
 
 
 def fault_schedules(

@@ -1,0 +1,139 @@
+"""`zmesh join`: run a node in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+import zmesh
+
+from .common import DEFAULT_LISTEN, USAGE, CookieOpt, SeedOpt, fail, run
+from .logs import FORMATS, LEVELS, configure
+
+
+def join(
+    name: Annotated[
+        str | None, typer.Argument(help="Node name, unique in the cluster (default: host name).")
+    ] = None,
+    listen: Annotated[
+        str, typer.Option("--listen", "-l", help="Endpoint to bind (tcp:// or ipc://).")
+    ] = DEFAULT_LISTEN,
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+    load: Annotated[
+        list[str] | None,
+        typer.Option("--load", help="Module whose functions and classes peers may start here."),
+    ] = None,
+    tick: Annotated[float | None, typer.Option(help="Heartbeat interval, seconds.")] = None,
+    down_after: Annotated[
+        float | None, typer.Option(help="Silence after which a peer is down, seconds.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics."),
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Interface for --metrics-port (default 127.0.0.1).")
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option(help=f"Log lines on stderr: {' or '.join(FORMATS)}.")
+    ] = "human",
+    log_level: Annotated[str, typer.Option(help=f"One of {', '.join(LEVELS)}.")] = "info",
+    loop: Annotated[
+        str, typer.Option(help="Event loop: auto (uvloop when installed), asyncio, uvloop.")
+    ] = "auto",
+) -> None:
+    """Run a node in the foreground until SIGINT or SIGTERM, then leave gracefully.
+
+    Refusals by peers (wrong cookie, protocol mismatch) are printed once per reason and
+    peer, and the seeds are retried; a name already held by a live node exits 2."""
+    if log_format not in FORMATS:
+        fail(f"--log-format must be one of {', '.join(FORMATS)}, got {log_format!r}")
+    if log_level not in LEVELS:
+        fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}")
+    configure(log_format, log_level)
+    options: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("tick", tick),
+            ("down_after", down_after),
+            ("metrics_port", metrics_port),
+            ("metrics_host", metrics_host),
+        )
+        if v is not None
+    }
+    try:
+        node = zmesh.Node(
+            name or socket.gethostname().split(".")[0],
+            listen=listen,
+            cookie=cookie,
+            seeds=seed or [],
+            load=load or [],
+            config=zmesh.NodeConfig(**options),
+        )
+        code = run(serve(node), loop)
+    except zmesh.ZmeshError as exc:
+        fail(str(exc))
+    if code:
+        raise typer.Exit(code)
+
+
+async def serve(node: zmesh.Node) -> int:
+    """Run `node` until a signal (0) or a fatal refusal (2)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reporter = SeedReporter(node, stop)
+    unsubscribe = reporter.watch(node)  # before boot: the first attempt is reported too
+    async with node:
+        print(f"zmesh: node {node.name} up at {node.address}", flush=True)
+        metrics = node.info().get("metrics")
+        if metrics:
+            print(f"zmesh: metrics at {metrics}", flush=True)
+        await stop.wait()
+        unsubscribe()
+    if reporter.fatal:
+        return USAGE
+    print(f"zmesh: node {node.name} left", flush=True)
+    return 0
+
+
+class SeedReporter:
+    """Reports failed seed attempts on stderr, once per (reason, seed); "unreachable"
+    (not up yet) stays quiet. A name clash that outlasts failure detection (so the
+    holder is not a stale entry for a node that just died) sets `fatal` and stops."""
+
+    def __init__(self, node: zmesh.Node, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.grace = node.config.down_after + 2 * node.config.tick
+        self.seen: set[tuple[str, str]] = set()
+        self.clash_since: dict[str, float] = {}
+        self.fatal = False
+
+    def watch(self, node: zmesh.Node) -> Callable[[], None]:
+        """Subscribe to `node`'s failed seed attempts; returns the unsubscribe."""
+        return node.on_seed_error(self)
+
+    def __call__(self, address: str, error: zmesh.ConnectError) -> None:
+        reason = error.reason
+        if reason == "unreachable":
+            return
+        if reason == "name_clash":
+            now = time.monotonic()
+            since = self.clash_since.setdefault(address, now)
+            if now - since >= self.grace and not self.fatal:
+                self.fatal = True
+                print(f"zmesh: {error}; choose another name", file=sys.stderr, flush=True)
+                self.stop.set()
+            return
+        if (reason, address) not in self.seen:
+            self.seen.add((reason, address))
+            print(f"zmesh: {error} (retrying)", file=sys.stderr, flush=True)

@@ -1,0 +1,249 @@
+"""Membership: which peers are up, who hears about it, and how the mesh stays formed.
+
+A session (`Peer`) comes up when its handshake completes and goes down on BYE, a
+dropped connection, a frame gap or heartbeat silence; going down fires every link
+and monitor across it and fails its pending requests. The tick loop sends heartbeats
+and finds silent peers; the seed loop keeps joining seeds that are not connected; a
+peer that comes up is told our other peers (PEERS), so the mesh is transitive.
+
+Hidden peers (like Erlang's `-hidden`) are connected like any other but stay out of
+the membership view: `nodes()` leaves them out, listeners hear of them only if they
+ask, and PEERS never names them, so nobody connects to a hidden node but the ones it
+connects to itself. A hidden node gossips nothing; the visible nodes it joins tell it
+the cluster, and tell it again of each visible node that joins later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from zmesh.core.protocol import Kind, check_type
+from zmesh.errors import ConnectError
+from zmesh.runtime.transport import OutLink
+from zmesh.terms import NOCONNECTION
+
+if TYPE_CHECKING:
+    from zmesh.runtime.dist import Distribution
+
+log = logging.getLogger("zmesh.dist")
+
+NodeListener = Callable[[str, str], None]  # (event "up" | "down", node name)
+
+
+@dataclass(eq=False)
+class Peer:
+    """A session with one remote node incarnation."""
+
+    name: str
+    creation: int
+    address: str
+    link: OutLink
+    identity: bytes = b""
+    up: bool = False
+    last_seen: float = 0.0
+    next_seq: int = -1  # the frame number expected next from this peer (-1: any)
+    hidden: bool = False  # the peer is connected but out of the membership view
+    # Traffic from this peer (out: the link counts frames and bytes); plain ints, as
+    # they are bumped on the hot path.
+    messages_in: int = 0
+    messages_out: int = 0
+    frames_in: int = 0
+    bytes_in: int = 0
+    envelopes_in: int = 0
+
+
+class Membership:
+    """Sessions up and down, node listeners, heartbeats, seeds and PEERS gossip."""
+
+    def __init__(self, dist: Distribution) -> None:
+        self._dist = dist
+        self._listeners: list[tuple[NodeListener, bool]] = []  # (listener, include_hidden)
+        self._seeds: list[str] = []
+        self.paused = False
+
+    def start(self, seeds: Sequence[str]) -> None:
+        self._seeds = list(seeds)
+        self._dist.spawn_task(self._tick_loop())
+        if self._seeds:
+            self._dist.spawn_task(self._seed_loop())
+
+    def stop_seeding(self) -> None:
+        self._seeds = []
+
+    # -- the view ---------------------------------------------------------------------------
+
+    def nodes(self, *, include_hidden: bool = False) -> list[str]:
+        """Names of the peers that are up, sorted; hidden ones only if `include_hidden`."""
+        return sorted(
+            name
+            for name, peer in self._dist.sessions.items()
+            if peer.up and (include_hidden or not peer.hidden)
+        )
+
+    def peer(self, name: str) -> Peer | None:
+        """The session with `name` if it is up."""
+        peer = self._dist.sessions.get(name)
+        return peer if peer is not None and peer.up else None
+
+    def subscribe(
+        self, listener: NodeListener, *, include_hidden: bool = False
+    ) -> Callable[[], None]:
+        """Call `listener(event, name)` on every node "up" and "down" (of hidden peers too
+        if `include_hidden`); returns an unsubscribe."""
+        entry = (listener, include_hidden)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry) if entry in self._listeners else None
+
+    # -- sessions up and down -----------------------------------------------------------------
+
+    def mark_up(self, peer: Peer) -> None:
+        """The handshake of `peer` completed: it replaces any older session of its name."""
+        if peer.up:
+            return
+        dist = self._dist
+        sessions = dist.sessions
+        old = sessions.get(peer.name)
+        if old is not None and old is not peer and old.up:
+            # Superseded by a restart or a reconnect; the new session may share the link.
+            self.forget(old, NOCONNECTION, keep_link=old.link is peer.link)
+        peer.up = True
+        peer.last_seen = asyncio.get_running_loop().time()
+        sessions[peer.name] = peer
+        dist._handshake.connected(peer.name)
+        if not dist.node.hidden:
+            self._gossip(peer)
+        log.info(
+            "%s: %snode %s up (%s)",
+            dist.node.name, "hidden " if peer.hidden else "", peer.name, peer.address,
+        )  # fmt: skip
+        self._notify("up", peer)
+
+    def _gossip(self, peer: Peer) -> None:
+        """Tell a peer that came up our visible peers, and our hidden peers about it."""
+        dist = self._dist
+        up = [p for p in dist.sessions.values() if p.up and p is not peer]
+        dist.emit(peer, Kind.PEERS, [[p.name, p.address] for p in up if not p.hidden])
+        if not peer.hidden:
+            news = [[peer.name, peer.address]]
+            for other in up:
+                if other.hidden:
+                    dist.emit(other, Kind.PEERS, news)
+
+    def forget(
+        self, peer: Peer, reason: object, *, notify: bool = True, keep_link: bool = False
+    ) -> None:
+        """Drop a session: close its link, fire every link and monitor across it."""
+        dist = self._dist
+        was_up = peer.up
+        peer.up = False
+        if dist.sessions.get(peer.name) is peer:
+            del dist.sessions[peer.name]
+        if peer.identity and dist.trusted.get(peer.identity) is peer:
+            del dist.trusted[peer.identity]
+        if not keep_link:
+            dist._handshake.close_link(peer.link)
+        if not was_up:
+            return
+        log.info("%s: node %s down (%s)", dist.node.name, peer.name, reason)
+        dist._signals.peer_lost(peer.name)
+        dist._requests.peer_lost(peer.name)
+        if notify:
+            self._notify("down", peer)
+
+    def _notify(self, event: str, peer: Peer) -> None:
+        hidden = peer.hidden
+        for listener, include_hidden in list(self._listeners):
+            if hidden and not include_hidden:
+                continue
+            try:
+                listener(event, peer.name)
+            except Exception:
+                log.exception("node listener %r failed", listener)
+
+    def on_link_lost(self, link: OutLink) -> None:
+        """The transport saw the connection under `link` close: its sessions are down."""
+        for peer in list(self._dist.sessions.values()):
+            if peer.link is link and peer.up:
+                self._dist.counters["connections_lost"] += 1
+                self.forget(peer, NOCONNECTION)
+
+    def on_peers(self, peer: Peer, env: list[Any]) -> None:
+        dist = self._dist
+        for name, address in env[1]:
+            check_type(name, str)
+            check_type(address, str)
+            if name == dist.node.name or name in dist.sessions or dist._handshake.pending(address):
+                continue
+            dist._handshake.start_connect(address)
+
+    def on_bye(self, peer: Peer, env: list[Any]) -> None:
+        self.forget(peer, NOCONNECTION)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        """Heartbeats out, silent peers down, stale handshakes dropped."""
+        dist = self._dist
+        loop = asyncio.get_running_loop()
+        cfg = dist.config
+        while True:
+            await asyncio.sleep(cfg.tick)
+            if self.paused:
+                continue
+            now = loop.time()
+            for peer in list(dist.sessions.values()):
+                if not peer.up:
+                    continue
+                peer.link.poll()
+                if not peer.up:
+                    continue  # the monitor found its connection closed
+                if now - peer.last_seen > cfg.down_after:
+                    dist.counters["heartbeat_timeouts"] += 1
+                    self.forget(peer, NOCONNECTION)
+                elif now - peer.link.last_flush >= cfg.tick * 0.5:
+                    dist.signal(peer, Kind.HEARTBEAT)
+            dist._handshake.expire(now)
+
+    async def _seed_loop(self) -> None:
+        """Keep joining seeds that are not connected, so start order does not matter."""
+        dist = self._dist
+        while self._seeds:
+            connected = {
+                a for p in dist.sessions.values() if p.up for a in (p.address, p.link.address)
+            }
+            for address in self._seeds:
+                if address == dist.address or dist._handshake.pending(address):
+                    continue
+                if address not in connected:
+                    attempt = dist._handshake.start_connect(address)
+                    attempt.add_done_callback(functools.partial(self._seed_done, address))
+            await asyncio.sleep(dist.config.seed_retry)
+
+    def _seed_done(self, address: str, attempt: asyncio.Future[str]) -> None:
+        if attempt.cancelled():
+            return  # the node is closing
+        error = attempt.exception()
+        if isinstance(error, ConnectError):
+            self._dist.node._seed_failed(address, error)
+
+    def pause(self) -> None:
+        """Freeze the node's networking: nothing read, sent or timed out (like SIGSTOP)."""
+        self.paused = True
+        if self._dist._transport is not None:
+            self._dist._transport.pause()
+
+    def resume(self) -> None:
+        """Undo `pause`; peers that gave up on us meanwhile are found down from our side too."""
+        dist = self._dist
+        if dist._transport is not None:
+            dist._transport.resume()
+        loop = asyncio.get_running_loop()
+        # Time spent paused is not the peers' silence: restart their clocks.
+        for peer in dist.sessions.values():
+            peer.last_seen = max(peer.last_seen, loop.time() - dist.config.tick)
+        self.paused = False
