@@ -145,3 +145,26 @@ class SlowHandoff(DistributedCounter):
             self.node.send(self.report_to, ("handing_off", self.node.name))
         await asyncio.sleep(self.delay)
         return self.count
+
+
+class BadHandoff(DistributedCounter):
+    """A counter whose handoff fails: a move must start the next instance from init."""
+
+    async def handoff(self) -> int:
+        raise RuntimeError("no state today")
+
+    async def restore(self, state: int) -> None:
+        if state is None:
+            raise AssertionError("restore(None): a failed handoff was passed on as a state")
+        self.count = state
+
+
+class SlowTerminate(DistributedCounter):
+    """A counter whose terminate takes `delay` seconds."""
+
+    async def init(self, start: int = 0, delay: float = 3.0) -> None:
+        self.count = start
+        self.delay = delay
+
+    async def terminate(self, reason: object) -> None:
+        await asyncio.sleep(self.delay)

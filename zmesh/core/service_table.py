@@ -206,6 +206,42 @@ def has_quorum(reachable: int, known: int) -> bool:
     return reachable * 2 > known
 
 
+class Members:
+    """Who the cluster's members are, for quorum: every node seen up (in the latest
+    incarnation seen), less those that left gracefully in that incarnation. A killed or
+    cut-off node stays a member: from inside, a partition and a crash look alike.
+
+    A state-based CRDT (max per name in both maps), replicated with the service table,
+    so a node that restarts during a partition still counts the whole cluster.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+        self._left: dict[str, int] = {}
+
+    def up(self, name: str, creation: int) -> None:
+        if creation > self._seen.get(name, -1):
+            self._seen[name] = creation
+
+    def leave(self, name: str, creation: int) -> None:
+        self.up(name, creation)
+        if creation > self._left.get(name, -1):
+            self._left[name] = creation
+
+    def merge(self, seen: Mapping[str, int], left: Mapping[str, int]) -> None:
+        for name, creation in seen.items():
+            self.up(name, creation)
+        for name, creation in left.items():
+            self.leave(name, creation)
+
+    def names(self) -> list[str]:
+        """The members, sorted: seen up, and not left since."""
+        return sorted(n for n, c in self._seen.items() if c > self._left.get(n, -1))
+
+    def snapshot(self) -> list[dict[str, int]]:
+        return [dict(self._seen), dict(self._left)]
+
+
 def plan(
     me: str,
     names: Iterable[str],

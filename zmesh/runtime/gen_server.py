@@ -193,9 +193,15 @@ async def serve(
 
 
 async def _engine_request(server: GenServer, request: Any, caller: Pid, ref: Ref) -> None:
-    """Answer a HANDOFF, STOP, RESTORE or PING call; the first two then stop the server."""
+    """Answer a HANDOFF, STOP, RESTORE or PING call; the first two then stop the server.
+    Only the server's own node may move, stop or restore it: from elsewhere (a remote
+    caller naming an engine request) only PING is answered, the rest refused with None."""
     if request == PING:
         server.node.send(caller, (ref, True))
+        return
+    if caller.node != server.node.name:
+        log.warning("%s: engine request %r from %s refused", server.pid, request, caller)
+        server.node.send(caller, (ref, None))
         return
     if request == HANDOFF:
         state = await _maybe_await(server.handoff())

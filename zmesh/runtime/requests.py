@@ -133,6 +133,12 @@ class Requests:
             reply: list[Any] = [True, result]
         except ZmeshError as exc:
             reply = [False, [type(exc).__name__, str(exc)]]
+            if isinstance(exc, ValueError):  # ConfigError: a malformed body, counted
+                self._dist.refuse("bad_requests", f"from {name}: {exc}")
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError) as exc:
+            # A body of the wrong shape: refused and counted, no traceback per frame.
+            self._dist.refuse("bad_requests", f"from {name}: {exc!r}")
+            reply = [False, ["RemoteError", f"malformed request: {type(exc).__name__}: {exc}"]]
         except Exception as exc:
             log.exception("request handler failed")
             reply = [False, ["RemoteError", f"{type(exc).__name__}: {exc}"]]

@@ -446,10 +446,9 @@ class Cluster:
         found = []
         for name in self.live():
             node = self._nodes[name]
-            svc = node._svc
-            inst = svc._running.get(service) if svc is not None else None
-            if inst is not None and node.is_alive(inst.pid) and node.whereis(service) == inst.pid:
-                found.append(inst.pid)
+            pid = node._need_services().instances().get(service)
+            if pid is not None and node.is_alive(pid) and node.whereis(service) == pid:
+                found.append(pid)
         return found
 
     def service_problems(self) -> list[str]:
