@@ -239,3 +239,45 @@ async def test_rolling_restart_of_every_node_loses_no_counter_value(
         pid = node.whereis(name)
         assert pid is not None
         assert [(s.name, s.node, s.pid) for s in node.services()] == [(name, pid.node, pid)]
+
+
+async def instances_of(node: Node, server: str) -> list[str]:
+    """Where processes running `server` are, as the joined nodes' `ps` rows say."""
+    found = []
+    for name in node.nodes():
+        info = await node.node_info(name)
+        found += [row["node"] for row in info["processes"] if row["function"] == server]
+    return sorted(found)
+
+
+@pytest.mark.timeout(60)
+async def test_counter_fails_over_after_sigstop_and_one_remains_after_sigcont(
+    cluster: dict[str, Joined],
+) -> None:
+    seeds = [j.address for j in cluster.values()]
+    async with Node(OBSERVER, cookie=COOKIE, seeds=seeds) as node:
+        await mesh_whole(node)
+        name, where = await counter_on_joined_node(node, cluster)
+        assert [await node.call(name, "increment") for _ in range(3)] == [1, 2, 3]
+        cluster[where].signal(signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        # Paused, not dead: the others declare it down after down_after (2 s by default).
+        now_at = await call_until_answered(node, name, "where", 2.0 + FAILOVER_BOUND)
+        took = loop.time() - stopped_at
+        assert now_at != where and took < 2.0 + FAILOVER_BOUND
+        assert await node.call(name, "increment") == 1
+        cluster[where].signal(signal.SIGCONT)
+        # It comes back with its old instance: the heal keeps one, on the ring owner.
+        await mesh_whole(node)
+        await wait_for(
+            lambda: (
+                (pid := node.whereis(name)) is not None and pid.node == node.ring.key_to_node(name)
+            ),
+            10,
+            "the counter runs on its ring owner",
+        )
+        loop_deadline = loop.time() + 10
+        while (found := await instances_of(node, SERVICE)) != [node.ring.key_to_node(name)]:
+            assert loop.time() < loop_deadline, found
+            await asyncio.sleep(0.1)

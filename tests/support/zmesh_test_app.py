@@ -168,3 +168,20 @@ class SlowTerminate(DistributedCounter):
 
     async def terminate(self, reason: object) -> None:
         await asyncio.sleep(self.delay)
+
+
+class SlowRestore(DistributedCounter):
+    """A counter whose restore tells `report_to` it began, then takes `delay` seconds."""
+
+    async def init(
+        self, start: int = 0, report_to: zmesh.Pid | None = None, delay: float = 0.5
+    ) -> None:
+        self.count = start
+        self.report_to = report_to
+        self.delay = delay
+
+    async def restore(self, state: int) -> None:
+        if self.report_to is not None:
+            self.node.send(self.report_to, ("restoring", self.node.name))
+        await asyncio.sleep(self.delay)
+        self.count = state

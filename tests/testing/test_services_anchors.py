@@ -206,8 +206,10 @@ async def test_swarm_86_82_after_a_heal_both_instances_do_not_keep_running(
     await c.settle_services()
     await c.heal()
     await c.settle_services()
-    await asyncio.sleep(0.5)  # and it stays that way
+    async with never_two(c, [name]) as doubles:
+        await asyncio.sleep(0.5)  # and it stays that way
     assert len(c.instances(name)) == 1
+    assert doubles == []
 
 
 async def test_swarm_89_after_a_heal_the_ring_owner_runs_it_with_the_state(
@@ -299,3 +301,23 @@ async def test_swarm_136_4_nodes_starting_at_once_while_spawning_never_hang() ->
         await wait_until(agreed, 15, what="every service once, agreed by all")
     finally:
         await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def test_swarm_67_a_target_killed_while_it_restores_leaves_one_instance_with_state(
+    zmesh_cluster: Cluster,
+) -> None:
+    """The target has taken the name and is in `restore` when it dies: the mover's
+    takeover fails, and it starts the instance again itself with the state it holds."""
+    c = zmesh_cluster
+    name = owned_by(c, "n3")
+    await c.leave("n3")
+    async with c["n1"].process() as me:
+        await c["n1"].spawn_service(name, "zmesh_test_app:SlowRestore", 0, me.pid, 0.5)
+        for _ in range(3):
+            await c["n1"].call(name, "increment")
+        await c.restart("n3")
+        assert await me.receive(timeout=5) == ("restoring", "n3")
+        await c.kill("n3")  # after it registered, before it answered the takeover
+    await c.settle_services()
+    assert len(c.instances(name)) == 1
+    assert await c["n2"].call(name, "increment") == 4

@@ -206,9 +206,9 @@ def describe(proc: Process) -> str:
     module = frame.f_globals.get("__name__", "?")
     if module.startswith("zmesh.runtime."):
         # zmesh's wrappers keep the user's GenServer class in the local `cls`, a named
-        # supervised function in `fn`.
+        # supervised function in `fn`, a service's server in `server`.
         local = frame.f_locals
-        target = local.get("cls") or local.get("fn")
+        target = local.get("cls") or local.get("fn") or local.get("server")
         if callable(target) and hasattr(target, "__qualname__"):
             return f"{target.__module__}:{target.__qualname__}"
     return f"{module}:{coro.__qualname__}"

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from zmesh.core.ring import HashRing
 from zmesh.errors import ConfigError, ZmeshError
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.dist import Distribution, Peer
@@ -477,13 +478,24 @@ class Cluster:
                 if len(running) != 1:
                     problems.append(f"{service!r} has {len(running)} instances in {group}")
                     continue
-                owner = nodes[0]._need_services().owner(service)
+                owner = self._owner(group, service, spec.server)
                 if running[0].node != owner:
                     problems.append(f"{service!r} runs on {running[0].node}, owner {owner}")
                 seen = {n.name: n.whereis(service) for n in nodes}
                 if any(pid != running[0] for pid in seen.values()):
                     problems.append(f"{service!r} is {running[0]} but registered as {seen}")
         return problems
+
+    def _owner(self, group: list[str], service: str, server: str) -> str | None:
+        """The group's owner of `service`, worked out here from the ring over the group
+        and the modules each node loads (not from the services layer's own view)."""
+        module = server.partition(":")[0]
+        ring = HashRing(group)
+        for name in ring.key_to_nodes(service, len(group)):
+            node = self._nodes[name]
+            if module in node._load or server in node._need_services()._objects:
+                return name
+        return None
 
     async def settle_services(self, timeout: float = 10.0) -> float:
         """`settle()`, then wait until `service_problems()` is empty; return the seconds
