@@ -9,7 +9,8 @@ agree whatever the order, duplication or delay of what they were sent:
 - the visible spec of a name is its earliest-stamped candidate not hidden by the tombstone
   (two sides of a partition that spawned the same name agree on one after the heal).
 Merging two replicas is a union of candidates and a max of tombstones: commutative,
-associative, idempotent. Tombstones are never pruned (one small stamp per stopped name),
+associative, idempotent. A stamp names one spec (the creating node makes it unique
+from its name and a counter): a second spec under a stamp already held is ignored. Tombstones are never pruned (one small stamp per stopped name),
 so a spec held by a node cut off for any length of time cannot come back after its stop.
 
 `plan` decides, for one node, what to do about each service given the ring, what runs
@@ -117,7 +118,10 @@ class ServiceTable:
         dead = self._removed.get(spec.name)
         if dead is not None and spec.stamp <= dead:
             return False
-        self._candidates.setdefault(spec.name, {})[spec.stamp] = spec
+        held = self._candidates.setdefault(spec.name, {})
+        if spec.stamp in held:
+            return False
+        held[spec.stamp] = spec
         return self._refresh(spec.name)
 
     def remove(self, name: str, upto: Stamp) -> bool:

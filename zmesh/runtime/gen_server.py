@@ -227,11 +227,6 @@ def _exit_with(reason: object) -> None:
         raise ExitProcess(reason)
 
 
-async def call(node: Node, target: Pid, request: Any, timeout: float) -> Any:
-    """Send a call to `target` and wait for its reply (see `Node.call`)."""
-    return await node._call_router().call(target, request, timeout)
-
-
 class CallRouter(Process):
     """The node's receiver of call replies: one long-lived pid stands for every caller.
 

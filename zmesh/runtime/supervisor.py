@@ -107,7 +107,7 @@ class _Base(GenServer):
         target = resolve(spec.start, None)
         proc = self.process
         if is_server(target):
-            from zmesh.runtime.node import _named_server
+            from zmesh.runtime.behaviours import _named_server
 
             pid = node.spawn(_named_server, target, list(spec.args), self.pid, spec.name)
         elif spec.name is not None:
