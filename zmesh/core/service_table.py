@@ -10,8 +10,10 @@ agree whatever the order, duplication or delay of what they were sent:
   (two sides of a partition that spawned the same name agree on one after the heal).
 Merging two replicas is a union of candidates and a max of tombstones: commutative,
 associative, idempotent. A stamp names one spec (the creating node makes it unique
-from its name and a counter): a second spec under a stamp already held is ignored. Tombstones are never pruned (one small stamp per stopped name),
-so a spec held by a node cut off for any length of time cannot come back after its stop.
+from its name and a counter): a second spec under a stamp already held is ignored.
+Tombstones are never pruned (one small stamp per stopped name), so a spec held by a
+node cut off for any length of time cannot come back after its stop; the price is a
+stamp kept per distinct service name ever stopped.
 
 `plan` decides, for one node, what to do about each service given the ring, what runs
 here and what the registry says; the runtime carries the actions out.
