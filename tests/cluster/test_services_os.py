@@ -254,8 +254,8 @@ async def instances_of(node: Node, server: str) -> list[str]:
 async def test_counter_fails_over_after_sigstop_and_one_remains_after_sigcont(
     cluster: dict[str, Joined],
 ) -> None:
-    seeds = [j.address for j in cluster.values()]
-    async with Node(OBSERVER, cookie=COOKIE, seeds=seeds) as node:
+    async with Node(OBSERVER, cookie=COOKIE) as node:  # no seeds: it rejoins on its own
+        await node.connect(cluster["j1"].address)
         await mesh_whole(node)
         name, where = await counter_on_joined_node(node, cluster)
         assert [await node.call(name, "increment") for _ in range(3)] == [1, 2, 3]

@@ -9,7 +9,7 @@ import zmesh_test_app as app
 
 import zmesh
 from zmesh import Down, Exit, Node, NodeConfig
-from zmesh.testing import wait_until
+from zmesh.testing import TEST_CONFIG, wait_until
 
 from ..conftest import COOKIE
 
@@ -281,3 +281,24 @@ async def test_peer_stats_count_each_peers_traffic(two_nodes) -> None:  # type: 
     assert received["frames_in"] <= sent["frames_out"]
     assert 100 * 10 <= received["bytes_in"] <= sent["bytes_out"]
     assert sent["frames_in"] >= 1 and sent["bytes_in"] <= received["bytes_out"]
+
+
+async def test_two_nodes_that_gave_up_on_each_other_during_a_pause_reconnect_without_seeds() -> (
+    None
+):
+    """Neither names the other as a seed (one called `connect`): after a pause longer
+    than down_after both declared the other down, and they still find each other."""
+    async with (
+        zmesh.Node("a", cookie=COOKIE, config=TEST_CONFIG) as a,
+        zmesh.Node("b", cookie=COOKIE, config=TEST_CONFIG) as b,
+    ):
+        await b.connect(a.address)  # type: ignore[arg-type]
+        assert b._dist is not None
+        b._dist.pause()
+        await wait_until(lambda: a.nodes() == [], 5)
+        await asyncio.sleep(TEST_CONFIG.down_after)  # b's view of a is stale by now
+        b._dist.resume()
+        await wait_until(lambda: a.nodes() == ["b"] and b.nodes() == ["a"], 10)
+        async with a.process() as me:
+            a.send(b.spawn(app.echo), (me.pid, "back"))
+            assert await me.receive(timeout=5) == ("echo", "back")

@@ -23,6 +23,11 @@ class NodeConfig:
     handshake_timeout: float = 5.0
     #: How often seeds that are not connected are retried.
     seed_retry: float = 0.5
+    #: How long a peer lost without a goodbye (its connection closed, or it fell silent)
+    #: is retried like a seed, so two nodes that both gave up on each other during a
+    #: pause or a partition find each other again even if neither names the other as
+    #: a seed. A peer that said goodbye is not retried.
+    reconnect_window: float = 60.0
     #: Largest encoded message; larger sends raise EncodeError, larger frames are refused.
     max_message_size: int = 8 * 1024 * 1024
     #: Bytes queued for one peer beyond which `send` raises QueueFull (backpressure).

@@ -64,6 +64,8 @@ class Membership:
         self._dist = dist
         self._listeners: list[tuple[NodeListener, bool]] = []  # (listener, include_hidden)
         self._seeds: list[str] = []
+        self._lost: dict[str, float] = {}  # address of a peer lost without a goodbye -> until
+        self._retried: dict[str, float] = {}  # address -> when it was last retried
         self.paused = False
 
     def start(self, seeds: Sequence[str]) -> None:
@@ -135,11 +137,21 @@ class Membership:
                     dist.emit(other, Kind.PEERS, news)
 
     def forget(
-        self, peer: Peer, reason: object, *, notify: bool = True, keep_link: bool = False
+        self,
+        peer: Peer,
+        reason: object,
+        *,
+        notify: bool = True,
+        keep_link: bool = False,
+        retry: bool = False,
     ) -> None:
-        """Drop a session: close its link, fire every link and monitor across it."""
+        """Drop a session: close its link, fire every link and monitor across it. With
+        `retry` (lost without a goodbye), its address is retried for `reconnect_window`."""
         dist = self._dist
         was_up = peer.up
+        if retry and was_up and peer.address != dist.address:
+            until = asyncio.get_running_loop().time() + dist.config.reconnect_window
+            self._lost[peer.address] = until
         peer.up = False
         if dist.sessions.get(peer.name) is peer:
             del dist.sessions[peer.name]
@@ -170,7 +182,7 @@ class Membership:
         for peer in list(self._dist.sessions.values()):
             if peer.link is link and peer.up:
                 self._dist.counters["connections_lost"] += 1
-                self.forget(peer, NOCONNECTION)
+                self.forget(peer, NOCONNECTION, retry=True)
 
     def on_peers(self, peer: Peer, env: list[Any]) -> None:
         dist = self._dist
@@ -204,10 +216,28 @@ class Membership:
                     continue  # the monitor found its connection closed
                 if now - peer.last_seen > cfg.down_after:
                     dist.counters["heartbeat_timeouts"] += 1
-                    self.forget(peer, NOCONNECTION)
+                    self.forget(peer, NOCONNECTION, retry=True)
                 elif now - peer.link.last_flush >= cfg.tick * 0.5:
                     dist.signal(peer, Kind.HEARTBEAT)
             dist._handshake.expire(now)
+            if self._lost:
+                self._retry_lost(now)
+
+    def _retry_lost(self, now: float) -> None:
+        """Connect again to peers lost without a goodbye (every `seed_retry`, for
+        `reconnect_window`); forget those that are back or out of time."""
+        dist = self._dist
+        connected = {a for p in dist.sessions.values() if p.up for a in (p.address, p.link.address)}
+        for address, until in list(self._lost.items()):
+            if until < now or address in connected:
+                del self._lost[address]
+                self._retried.pop(address, None)
+            elif (
+                not dist._handshake.pending(address)
+                and now - self._retried.get(address, 0.0) >= dist.config.seed_retry
+            ):
+                self._retried[address] = now
+                dist._handshake.start_connect(address)
 
     async def _seed_loop(self) -> None:
         """Keep joining seeds that are not connected, so start order does not matter."""
