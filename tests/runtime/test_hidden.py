@@ -85,8 +85,8 @@ async def test_rings_do_not_change_while_a_hidden_node_comes_and_goes(
     v1, v2 = pair
     rings = {n.name: n.ring for n in pair}
     changes: list[tuple[str, list[str]]] = []
-    for n in pair:
-        n.watch_ring(lambda ring, name=n.name: changes.append((name, ring.nodes)))  # type: ignore[misc]
+    v1.watch_ring(lambda ring: changes.append(("v1", ring.nodes)))
+    v2.watch_ring(lambda ring: changes.append(("v2", ring.nodes)))
     async with AsyncExitStack() as stack:
         h = await join_hidden(stack, v1, v2)
         await h.call(await v2.start(app.Counter, 0), "increment")

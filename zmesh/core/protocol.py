@@ -59,7 +59,7 @@ _SEQ_PACKER: Final = msgpack.Packer()
 HANDSHAKE_KINDS: Final = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.AUTH, Kind.REFUSE})
 _KINDS: Final = frozenset(int(k) for k in Kind)
 
-# Refusal codes: what ConnectError reports.
+# Refusal codes: the connecting side reports each as the same `ConnectError.reason`.
 REFUSE_COOKIE: Final = "bad_cookie"
 REFUSE_NAME: Final = "name_clash"
 REFUSE_VERSION: Final = "version"
