@@ -77,6 +77,11 @@ class NodeDown(ZmeshError):
     """The node a request was addressed to is not connected."""
 
 
+class NoQuorum(ZmeshError):
+    """A `quorum=True` service cannot run here: this node's side of the cluster does not
+    hold a strict majority of its known members."""
+
+
 class RemoteError(ZmeshError):
     """A remote node refused a request (an unknown module, a failed spawn, ...)."""
 

@@ -339,3 +339,15 @@ async def test_services_spread_over_the_ring_and_a_join_moves_only_those_it_owns
     assert moved == {n for n in names if c["n2"].ring.key_to_node(n) == "n5"}
     assert all(after[n].node == "n5" for n in moved)  # type: ignore[union-attr]
     assert sum(len(c.instances(n)) for n in names) == len(names)
+
+
+async def test_a_quorum_service_is_refused_on_a_side_without_a_majority(
+    zmesh_cluster: Cluster,
+) -> None:
+    c = zmesh_cluster
+    await c.kill("n2")
+    await c.kill("n3")  # killed, not left: still members, so n1 holds 1 of 3
+    await c.settle()
+    with pytest.raises(zmesh.NoQuorum, match="1 of the 3"):
+        await c["n1"].spawn_service("q", COUNTER, 0, quorum=True)
+    assert c["n1"].services() == []

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from zmesh import NoQuorum
 from zmesh.testing import Cluster
 
 NODES = ["n1", "n2", "n3"]
@@ -35,6 +36,7 @@ class ServicesUnderFaults(RuleBasedStateMachine):
         self.cluster = Cluster(3, load=["zmesh_test_app"])
         self.run(self.cluster.__aenter__())
         self.down: set[str] = set()
+        self.left: set[str] = set()  # down by a graceful leave: no longer a member
         self.partitioned = False
         self.spawned: set[str] = set()
         self.last: dict[str, int] = {}
@@ -61,6 +63,11 @@ class ServicesUnderFaults(RuleBasedStateMachine):
         if home in self.down:
             return
         node = self.cluster[home]
+        known = len(NODES) - len(self.left)
+        if name == QUORUM and len(self.live()) * 2 <= known:
+            with pytest.raises(NoQuorum):
+                self.run(node.spawn_service(name, COUNTER, 0, quorum=True, timeout=10))
+            return
         pid = self.run(node.spawn_service(name, COUNTER, 0, quorum=name == QUORUM, timeout=10))
         if name not in self.spawned:
             self.spawned.add(name)
@@ -105,6 +112,7 @@ class ServicesUnderFaults(RuleBasedStateMachine):
             return
         self.run(self.cluster.leave(victim))  # hands its services off: no state lost
         self.down.add(victim)
+        self.left.add(victim)
         self.settle()
 
     @precondition(lambda self: len(self.down) < 2 and not self.partitioned)
@@ -124,6 +132,7 @@ class ServicesUnderFaults(RuleBasedStateMachine):
         name = sorted(self.down)[0]
         self.run(self.cluster.restart(name))  # takes its services over with their state
         self.down.discard(name)
+        self.left.discard(name)
         self.settle()
 
     @precondition(lambda self: not self.partitioned)

@@ -61,6 +61,7 @@ from zmesh.errors import (
     NameTaken,
     NodeDown,
     NoProc,
+    NoQuorum,
     RemoteError,
     ZmeshError,
 )
@@ -115,6 +116,8 @@ class Services:
         self._failures: dict[str, tuple[str, float]] = {}  # why a service was given up
         self._leaving: set[str] = set()
         self._syncing: dict[str, float] = {}  # peers up whose tables have not come yet
+        self._last_up = 0.0  # when a member last came up (see `_joining`)
+        self._rejoin: asyncio.TimerHandle | None = None
         self._closing = False  # leaving: hand off, start nothing
         self._closed = False  # no more tasks
         self._dirty: set[str] = set()
@@ -184,6 +187,12 @@ class Services:
         node = self.node
         if node._dist is not None:
             node._dist.codec.encode(list(args))  # EncodeError here, not on a peer
+        if quorum and not self._quorum():
+            known = self.members.names()
+            raise NoQuorum(
+                f"service {name!r} needs a quorum: this node reaches "
+                f"{len(self._placement_ring())} of the {len(known)} known members {known}"
+            )
         if not any(self._can_run(m, ref, unknown=True) for m in self._members_here()):
             module = ref.partition(":")[0]
             raise RemoteError(
@@ -343,6 +352,8 @@ class Services:
         """Stop every task of the layer and fail what waits on it (the instances are left
         to the node's shutdown)."""
         self._closing = self._closed = True
+        if self._rejoin is not None:
+            self._rejoin.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -455,9 +466,9 @@ class Services:
             self._quorum(),
         )
         moves: dict[str, list[str]] = {}
+        joining = self._joining()
         for action in actions:
-            if self._syncing and type(action) is Start:
-                # A peer that just came up may run it: its tables are on their way.
+            if joining and type(action) is Start:
                 self._dirty.add(action.name)
                 continue
             self._busy.add(action.name)
@@ -471,6 +482,27 @@ class Services:
                 self._spawn(self._stop_instance(action.name, action.reason))
         for to, batch in moves.items():
             self._spawn(self._move(to, batch))
+
+    def _joining(self) -> bool:
+        """Whether fresh starts wait: a peer that just came up has not sent its tables
+        yet, or, shortly after a peer came up, a known member is not connected yet (the
+        mesh is still forming: that member may be running what we would start). Both
+        waits end within `_SYNC_WAIT`; a plan is then made again."""
+        if self._syncing:
+            return True
+        left = self._last_up + _SYNC_WAIT - self._now()
+        if left <= 0:
+            return False
+        here = set(self._members_here())
+        if all(m in here for m in self.members.names()):
+            return False
+        if self._rejoin is None:
+            self._rejoin = asyncio.get_running_loop().call_later(left, self._rejoined)
+        return True
+
+    def _rejoined(self) -> None:
+        self._rejoin = None
+        self._mark()
 
     async def _check_loop(self) -> None:
         """The safety net: re-plan everything and expire holds every `service_check`."""
@@ -704,7 +736,7 @@ class Services:
             peer = dist.peer(name) if dist is not None else None
             if name in self.node.nodes() and peer is not None:  # a member, not a tool
                 self.members.up(name, peer.creation)
-                self._syncing[name] = self._now()
+                self._syncing[name] = self._last_up = self._now()
             if dist is not None:
                 specs, removed = self.table.snapshot()
                 body = [
