@@ -152,3 +152,19 @@ async def test_missing_prometheus_client_is_a_clear_config_error(
     with pytest.raises(zmesh.ConfigError, match=r"pip install 'zmesh\[metrics\]'"):
         async with Node("a", listen=None, config=NodeConfig(metrics_port=0)):
             pass
+
+
+async def test_metrics_count_registry_operations_and_services() -> None:
+    config = NodeConfig(metrics_port=0)
+    async with Node("m", cookie=COOKIE, config=config) as a:
+        pid = await a.start(Box)
+        assert await a.register("box", pid)
+        assert not await a.register("box", a.spawn(idle))  # taken: refused
+        await a.unregister("box")
+        await a.spawn_service("svc", Box)
+        _, body = await scrape(a.info()["metrics"])
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+        ops = {s.labels["op"]: s.value for s in families["zmesh_registry_operations"].samples}
+        assert ops == {"registered": 2.0, "refused": 1.0, "unregistered": 1.0}
+        assert families["zmesh_services"].samples[0].value == 1
+        assert families["zmesh_services_here"].samples[0].value == 1

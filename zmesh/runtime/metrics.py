@@ -124,9 +124,22 @@ class NodeCollector(Collector):
             "zmesh_frames_refused", "Refused frames and envelopes, by reason.", labels,
             {k: v for k, v in stats.items() if k in FRAME_REASONS},
         )  # fmt: skip
+        yield _by_kind(
+            "zmesh_registry_operations", "Registry operations on this node's names, by op.",
+            labels, "op", {k[9:]: v for k, v in stats.items() if k.startswith("registry_")},
+        )  # fmt: skip
+        yield gauge("zmesh_services", "Services in the cluster (this replica).",
+                    stats.get("services", 0))  # fmt: skip
+        yield gauge("zmesh_services_here", "Service instances running on this node.",
+                    stats.get("services_here", 0))  # fmt: skip
+        yield _by_kind(
+            "zmesh_service_events", "Service moves, messages held and dropped, by kind.",
+            labels, "kind", {k[8:]: v for k, v in stats.items() if k.startswith("service_")},
+        )  # fmt: skip
         other = {
             k: v for k, v in stats.items()
             if k not in HANDSHAKE_REASONS and k not in FRAME_REASONS and k not in _OWN
+            and not k.startswith(("registry_", "service"))
         }  # fmt: skip
         if other:
             yield _by_reason("zmesh_events", "Other node counters, by kind.", labels, other)
@@ -142,9 +155,13 @@ class NodeCollector(Collector):
 
 
 def _by_reason(name: str, doc: str, labels: list[str], counts: dict[str, int]) -> Any:
-    family = CounterMetricFamily(name, doc, labels=["node", "reason"])
-    for reason, count in sorted(counts.items()):
-        family.add_metric([*labels, reason], count)
+    return _by_kind(name, doc, labels, "reason", counts)
+
+
+def _by_kind(name: str, doc: str, labels: list[str], label: str, counts: dict[str, int]) -> Any:
+    family = CounterMetricFamily(name, doc, labels=["node", label])
+    for kind, count in sorted(counts.items()):
+        family.add_metric([*labels, kind], count)
     return family
 
 

@@ -491,10 +491,13 @@ class Node(Signals, Behaviours):
         return result
 
     def stats(self) -> dict[str, int]:
-        """Counters: processes, peers, and every kind of refused inbound frame."""
+        """Counters: processes, peers, every kind of refused inbound frame, registry
+        operations (`registry_*`) and services (`services`, `service_*`)."""
         out = {"processes": self._count()}
         if self._dist is not None:
             out.update(self._dist.stats())
+        if self._registry is not None:
+            out.update({f"registry_{k}": v for k, v in self._registry.counters.items()})
         if self._svc is not None:
             out.update(self._svc.stats())
         return out

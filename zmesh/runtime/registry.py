@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,9 @@ class Registry:
         self.state = RegistryState()
         self._seq = itertools.count(1)
         self._watchers: list[NameWatcher] = []
+        #: Operations on this node's own registrations: registered, refused,
+        #: unregistered (an exit or a loss included), conflicts (lost at a heal).
+        self.counters: Counter[str] = Counter()
         self._resolvers: list[Resolver] = []
         node.on_exit(self._on_exit)
         dist = node._dist
@@ -110,6 +114,12 @@ class Registry:
         node = self.node
         if pid.node != node.name:
             return bool(await self._ask_host(pid, ["register", name, pid]))
+        done = await self._register_here(name, pid)
+        self.counters["registered" if done else "refused"] += 1
+        return done
+
+    async def _register_here(self, name: str, pid: Pid) -> bool:
+        node = self.node
         if not node.is_alive(pid):
             return False
         current = self.state.whereis(name)
@@ -169,6 +179,7 @@ class Registry:
         self._remove(entry)
 
     def _remove(self, entry: Entry) -> None:
+        self.counters["unregistered"] += 1
         self._apply(self.state.remove(entry.name, entry.stamp, self._now()))
         self._broadcast("reg.remove", _wire(entry))
         self._prune()
@@ -249,6 +260,7 @@ class Registry:
             return
         effects: list[Effect] = []
         removed = self.state.remove_pid(pid, self._now(), effects)
+        self.counters["unregistered"] += len(removed)
         for entry in removed:
             self._broadcast("reg.remove", _wire(entry))
         if removed:
@@ -271,6 +283,7 @@ class Registry:
             loser = effect.loser
             if loser.pid.node != node.name:
                 continue
+            self.counters["conflicts"] += 1
             self._remove(loser)
             if any(
                 self._resolved(r, effect.name, effect.winner.pid, loser.pid)
