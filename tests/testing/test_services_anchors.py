@@ -240,6 +240,7 @@ async def test_swarm_47_a_killed_nodes_service_restarts_from_init_by_design(
     await c["n1"].spawn_service(name, COUNTER, 100)
     assert await c["n1"].call(name, "increment") == 101
     await c.kill("n2")
+    await wait_until(lambda: "n2" not in c["n1"].nodes(), 2)  # the loss is seen
     assert await c["n1"].call(name, "increment", timeout=5) == 101
 
 
