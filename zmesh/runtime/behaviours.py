@@ -120,10 +120,11 @@ class Behaviours:
         not exist or its node is lost, CallError (a NoProc) if it exits during the call.
         """
         timeout = self.config.call_timeout if timeout is None else timeout
-        if type(target) is not Pid and self._svc is not None and type(target) is str:
+        svc = self._svc
+        if type(target) is str and svc is not None and not svc.ready(target):
             # A service that is moving or restarting answers once it is back.
             started = self._loop.time()
-            await self._svc.wait_ready(target, timeout)
+            await svc.wait_ready(target, timeout)
             timeout = max(timeout - (self._loop.time() - started), 0.0)
         pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
         return await self._call_router().call(pid, request, timeout)

@@ -117,6 +117,7 @@ class Services:
         self._leaving: set[str] = set()
         self._syncing: dict[str, float] = {}  # peers up whose tables have not come yet
         self._last_up = 0.0  # when a member last came up (see `_joining`)
+        self._gone: set[str] = set()  # members seen going down (not a mesh still forming)
         self._rejoin: asyncio.TimerHandle | None = None
         self._closing = False  # leaving: hand off, start nothing
         self._closed = False  # no more tasks
@@ -295,6 +296,13 @@ class Services:
             return False
         self.holds.hold(name, message, self._now() + self.config.service_hold)
         return True
+
+    def ready(self, name: str) -> bool:
+        """Whether a call by `name` can go now: no service of that name, or one that is
+        registered and not moving."""
+        return name not in self.table or (
+            name not in self.holds and self.node.whereis(name) is not None
+        )
 
     async def wait_ready(self, name: str, timeout: float) -> None:
         """Return once the service `name` is registered and not moving (at once if `name`
@@ -485,16 +493,17 @@ class Services:
 
     def _joining(self) -> bool:
         """Whether fresh starts wait: a peer that just came up has not sent its tables
-        yet, or, shortly after a peer came up, a known member is not connected yet (the
-        mesh is still forming: that member may be running what we would start). Both
-        waits end within `_SYNC_WAIT`; a plan is then made again."""
+        yet, or, shortly after a peer came up, a known member that we have not seen go
+        down is not connected yet (the mesh is still forming: that member may be
+        running what we would start). Both waits end within `_SYNC_WAIT`; a plan is
+        then made again. A failover (a member seen going down) never waits."""
         if self._syncing:
             return True
         left = self._last_up + _SYNC_WAIT - self._now()
         if left <= 0:
             return False
         here = set(self._members_here())
-        if all(m in here for m in self.members.names()):
+        if all(m in here or m in self._gone for m in self.members.names()):
             return False
         if self._rejoin is None:
             self._rejoin = asyncio.get_running_loop().call_later(left, self._rejoined)
@@ -734,6 +743,7 @@ class Services:
         if event == "up":
             self._leaving.discard(name)
             peer = dist.peer(name) if dist is not None else None
+            self._gone.discard(name)
             if name in self.node.nodes() and peer is not None:  # a member, not a tool
                 self.members.up(name, peer.creation)
                 self._syncing[name] = self._last_up = self._now()
@@ -747,6 +757,7 @@ class Services:
                 ]
                 dist.cast(name, "svc.table", body)
         else:
+            self._gone.add(name)
             self._syncing.pop(name, None)
             self._caps.pop(name, None)
             self._leaving.discard(name)
