@@ -11,6 +11,7 @@ CONTRACT = {
     "CallTimeout", "CallError", "ReceiveTimeout", "NodeDown", "QueueFull", "RemoteError",
     "EmptyRing", "ConfigError", "NameTaken", "SupervisorError", "ExitProcess",
     "NORMAL", "KILL", "KILLED", "NOPROC", "NOCONNECTION", "SHUTDOWN", "NAME_CONFLICT",
+    "ServiceInfo", "NoQuorum",
 }  # fmt: skip
 
 
@@ -33,6 +34,6 @@ def test_node_api_names_from_the_contract() -> None:
     for name in (
         "connect", "nodes", "spawn", "send", "process", "exit", "spawn_remote", "start",
         "call", "cast", "start_supervisor", "register", "whereis", "unregister", "ring",
-        "address", "name",
+        "address", "name", "spawn_service", "services", "stop_service",
     ):  # fmt: skip
         assert hasattr(zmesh.Node, name) or name in ("address", "name"), name
