@@ -13,16 +13,11 @@ and starts the service from its spec (no state: a killed node cannot hand any ov
 Handoff: a node that joins, or one that leaves gracefully, makes the ring move
 services; the old instance's `handoff()` value goes to the new one's `restore`.
 
-The move protocol, run by the node that has the instance:
-1. hold: every connected node starts holding sends by name, and confirms; then every
-   message sent by name before the hold is in the old instance's mailbox. A node that
-   does not confirm in time puts the move off (it is retried), since its sends could
-   otherwise reach a stopped instance;
-2. handoff: the old instance handles what it has queued, returns `handoff()`, stops;
-3. takeover: the new owner starts the instance with `restore(state)` and registers it;
-   then the mover tells every node the move is over, and held messages go to the new
-   instance in order. If the target fails, the mover starts the instance again itself
-   with the state, and the next plan moves it on: never lost, never doubled.
+The layer is split by seam: this module plans and reacts to events; `service_specs`
+replicates the spec table (creation and removal through the name's leader);
+`service_moves` moves an instance with its state (hold, handoff, takeover, release);
+`service_instances` starts and stops instances; `service_holds` keeps messages sent by
+name while a service moves or restarts.
 
 Never two at once: an instance takes its name before its `init` runs, and the registry
 grants a name to one process only while the cluster is connected; after a partition
@@ -35,17 +30,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core import service_wire as wire
-from zmesh.core.registry_state import Stamp, check_name, leader_for
+from zmesh.core.registry_state import leader_for
 from zmesh.core.restart import Intensity, add_restart
 from zmesh.core.service_table import (
-    RESTARTS,
     Members,
     Move,
     ServiceSpec,
@@ -56,21 +49,19 @@ from zmesh.core.service_table import (
     plan,
 )
 from zmesh.errors import (
-    CallTimeout,
     ConfigError,
     NameTaken,
-    NodeDown,
     NoProc,
-    NoQuorum,
     RemoteError,
     ZmeshError,
 )
-from zmesh.runtime import gen_server
 from zmesh.runtime import service_instances as instances
-from zmesh.runtime.loader import reference, resolve
+from zmesh.runtime.loader import resolve
 from zmesh.runtime.service_holds import Holds
-from zmesh.runtime.service_instances import CLAIM_WINDOW, Instance
-from zmesh.terms import NAME_CONFLICT, NORMAL, SHUTDOWN, Down, Pid
+from zmesh.runtime.service_instances import Instance
+from zmesh.runtime.service_moves import Moves
+from zmesh.runtime.service_specs import Specs
+from zmesh.terms import NAME_CONFLICT, NORMAL, SHUTDOWN, Pid
 
 if TYPE_CHECKING:
     from zmesh.core.ring import HashRing
@@ -78,7 +69,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zmesh.services")
 
-_HOLD_ASK_TIMEOUT = 1.0  # a peer that does not confirm a hold in this time puts a move off
 _SYNC_WAIT = 1.0  # how long fresh starts wait for a new peer's tables at most
 _FAILURE_MEMORY = 60.0  # seconds a given-up service's reason is kept for `spawn_service`
 
@@ -93,7 +83,7 @@ class ServiceInfo:
     pid: Pid | None
 
 
-class Services:
+class Services(Specs, Moves):
     """One node's part of the services layer (made, and stopped, by `Node`)."""
 
     def __init__(self, node: Node) -> None:
@@ -156,107 +146,6 @@ class Services:
         self._tasks.add(self._checker)
 
     # -- the public face (through Node) ---------------------------------------------------
-
-    async def spawn(
-        self,
-        name: str,
-        server: Any,
-        args: tuple[Any, ...],
-        restart: str,
-        quorum: bool,
-        max_restarts: int,
-        max_seconds: float,
-        timeout: float,
-    ) -> Pid:
-        """`Node.spawn_service`: create the spec through the name's leader, then wait
-        until the instance is registered and its `init` is done."""
-        check_name(name)
-        if restart not in RESTARTS:
-            raise ConfigError(
-                f"restart must be one of {RESTARTS}, got {restart!r} "
-                "(a service is kept alive: start a one-off process with spawn or start)"
-            )
-        Intensity(max_restarts, max_seconds)  # refuses bad values with a ConfigError
-        if not isinstance(quorum, bool):
-            raise ConfigError(f"quorum must be True or False, got {quorum!r}")
-        if not isinstance(server, str):
-            instances.check_startable(server)
-        ref = reference(server)
-        if not isinstance(server, str) and ref not in self._objects:
-            self._objects[ref] = server
-            self._broadcast("svc.caps", self._own_caps())
-        node = self.node
-        if node._dist is not None:
-            node._dist.codec.encode(list(args))  # EncodeError here, not on a peer
-        if quorum and not self._quorum():
-            known = self.members.names()
-            raise NoQuorum(
-                f"service {name!r} needs a quorum: this node reaches "
-                f"{len(self._placement_ring())} of the {len(known)} known members {known}"
-            )
-        if not any(self._can_run(m, ref, unknown=True) for m in self._members_here()):
-            module = ref.partition(":")[0]
-            raise RemoteError(
-                f"no node of the cluster can run {ref!r}: start nodes with --load {module}"
-            )
-        body = wire.create_wire(name, ref, tuple(args), restart, quorum, max_restarts, max_seconds)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        self._failures.pop(name, None)
-        waiter = self._await_ready(name)
-        try:
-            leader = self._leader(name)
-            if leader == node.name:
-                answer = self._on_create(node.name, body)
-            else:
-                answer = await node._need_dist().request(leader, "svc.create", body, timeout)
-            if answer[0] == "taken":
-                raise NameTaken(name, node.whereis(name) or answer[1])
-            probe = instances.is_server_ref(server)
-            while True:
-                failure = self._failures.get(name)
-                if failure is not None:
-                    raise RemoteError(f"service {name!r} failed: {failure[0]}")
-                pid = node.whereis(name)
-                if pid is None or name in self.holds:
-                    pid = await asyncio.wait_for(asyncio.shield(waiter), deadline - loop.time())
-                    self._forget_waiter(name, waiter)
-                    waiter = self._await_ready(name)
-                if not probe:
-                    return pid
-                try:  # it takes its name before `init`: wait for `init` to be done
-                    await node.call(pid, gen_server.PING, timeout=deadline - loop.time())
-                    return pid
-                except NoProc:  # its init failed: a restart or a failure follows
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
-            raise CallTimeout(f"service {name!r} was not running within {timeout} s") from None
-        finally:
-            self._forget_waiter(name, waiter)
-
-    async def stop_service(self, name: str, timeout: float) -> None:
-        """`Node.stop_service`: the name's leader removes the spec (it made it, so it
-        knows it even if our replica does not yet); wait for the instance to exit."""
-        check_name(name)
-        node = self.node
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        leader = self._leader(name)
-        if leader == node.name:
-            pid = self._on_stop(node.name, name)
-        else:
-            pid = await node._need_dist().request(leader, "svc.stop", name, timeout)
-        try:
-            async with node.process() as me:
-                if type(pid) is Pid:
-                    ref = me.monitor(pid)
-                    await me.receive(lambda m: type(m) is Down and m.ref == ref, timeout=timeout)
-                while node.whereis(name) is not None:
-                    if loop.time() > deadline:
-                        raise TimeoutError
-                    await asyncio.sleep(0.005)
-        except TimeoutError:
-            raise CallTimeout(f"service {name!r} did not stop within {timeout} s") from None
 
     def services(self) -> list[ServiceInfo]:
         """`Node.services()`: every visible spec with where it runs, sorted by name."""
@@ -601,78 +490,6 @@ class Services:
                 raise RemoteError(str(exc)) from None
         return server
 
-    async def _move(self, to: str, names: list[str]) -> None:
-        """Move the instances of `names` (marked busy) to node `to` with their state."""
-        node = self.node
-        moving = {n: self._running[n] for n in names if n in self._running}
-        try:
-            if not await self._hold_everywhere(moving):
-                return  # put off: the instances stay here, the next plan tries again
-            cfg = self.config
-            states = await asyncio.gather(
-                *(instances.take_state(node, i, cfg.handoff_timeout) for i in moving.values())
-            )
-            for inst in moving.values():
-                self._forget(inst)
-            items = {
-                name: (inst.stamp, state)
-                for (name, inst), state in zip(moving.items(), states, strict=True)
-            }
-            taken = await self._hand_over(to, items)
-            self.counters["moves"] += len(taken)
-            for name, (_, state) in items.items():
-                spec = self.table.get(name)
-                if name not in taken and spec is not None and spec.stamp == items[name][0]:
-                    # The target is gone or refused: run it here again, state and all;
-                    # the next plan moves it on. Exactly one instance either way.
-                    self._busy.add(name)
-                    await self._start(spec, state, takeover=True)
-        finally:
-            # Whatever happened, the holds this move asked for end now.
-            self._on_release(node.name, names)
-            self._broadcast("svc.release", names)
-            for name in names:
-                self._busy.discard(name)
-            self._mark(names)
-
-    async def _hold_everywhere(self, moving: dict[str, Instance]) -> bool:
-        """Ask every connected node to hold sends by name to `moving`; True once all
-        that are still up confirmed."""
-        node = self.node
-        body = [node.name, [[name, inst.pid] for name, inst in moving.items()]]
-        self._on_hold(node.name, body)
-        dist = node._dist
-        if dist is None:
-            return True
-        peers = self._peers()
-        answers = await asyncio.gather(
-            *(dist.request(p, "svc.hold", body, _HOLD_ASK_TIMEOUT) for p in peers),
-            return_exceptions=True,
-        )
-        late = [
-            p
-            for p, a in zip(peers, answers, strict=True)
-            if a is not True and not isinstance(a, NodeDown)
-        ]
-        if late:
-            log.warning("%s: move of %s put off: no hold from %s", node.name, list(moving), late)
-            self.counters["moves_put_off"] += 1
-        return not late
-
-    async def _hand_over(self, to: str, items: dict[str, tuple[Stamp, wire.Restored]]) -> set[str]:
-        """Ask `to` to start `items` with their states; the names it took."""
-        dist = self.node._dist
-        if dist is None or not items:
-            return set()
-        body = [wire.takeover_item(name, stamp, state) for name, (stamp, state) in items.items()]
-        timeout = CLAIM_WINDOW + 2 * self.config.call_timeout
-        try:
-            reply = await dist.request(to, "svc.takeover", body, timeout)
-            return {name for name, ok in reply if ok is True and name in items}
-        except (ZmeshError, TypeError, ValueError) as exc:
-            log.warning("%s: handoff to %s failed: %s", self.node.name, to, exc)
-            return set()
-
     async def _stop_instance(self, name: str, reason: str) -> None:
         """Stop the instance of `name` here through its `terminate(reason)`."""
         inst = self._running.get(name)
@@ -766,115 +583,6 @@ class Services:
 
     # -- messages from peers -------------------------------------------------------------------
 
-    def _on_create(self, sender: str, body: Any) -> list[Any]:
-        """On the name's leader: make the spec unless a different one exists."""
-        spec = wire.parse_create(body, Stamp(time.time(), self.node.name, next(self._seq)))
-        existing = self.table.get(spec.name)
-        if existing is not None:
-            return (
-                ["exists"] if existing.same_as(spec) else ["taken", f"a spec of {existing.server}"]
-            )
-        holder = self.node.whereis(spec.name)
-        if holder is not None:
-            return ["taken", f"registered to {holder}"]
-        self.table.add(spec)
-        self._broadcast("svc.add", wire.spec_wire(spec))
-        self._mark([spec.name])
-        return ["created"]
-
-    def _on_stop(self, sender: str, body: Any) -> Pid | None:
-        """On the name's leader: remove the spec; the instance it knows of, if any."""
-        name = wire.parse_name(body)
-        if self.table.get(name) is None:
-            return None
-        pid = self.node.whereis(name)
-        self._remove_spec(name)
-        return pid
-
-    def _on_add(self, sender: str, body: Any) -> None:
-        spec = wire.parse_spec(body)
-        if self.table.add(spec):
-            self._mark([spec.name])
-
-    def _on_remove(self, sender: str, body: Any) -> None:
-        self._apply_removal(*wire.parse_remove(body))
-
-    def _on_caps(self, sender: str, body: Any) -> None:
-        self._caps[sender] = wire.parse_caps(body)
-        self._mark()
-
-    def _on_table(self, sender: str, body: Any) -> None:
-        specs, removed, caps, members = wire.parse_table(body)
-        self.members.merge(*wire.parse_members(members))
-        self._caps[sender] = caps
-        changed = self.table.merge(specs, removed)
-        for name in changed:
-            if name not in self.table:
-                self.holds.drop(name)
-        if self._syncing.pop(sender, None) is not None:
-            self._mark()  # the starts held back for this table
-        elif changed:
-            self._mark(changed)
-
-    def _on_failed(self, sender: str, body: Any) -> None:
-        name, text = wire.parse_failed(body)
-        # Kept a while (or until the name is spawned again): a waiting spawn reads why.
-        self._failures[name] = (text, self._now())
-        for future in self._ready.pop(name, None) or ():
-            if not future.done():
-                future.set_exception(RemoteError(f"service {name!r} failed: {text}"))
-
-    def _on_leaving(self, sender: str, body: Any) -> None:
-        if body != sender:
-            raise ConfigError(f"{sender} announced the leave of {body!r}")
-        peer = self.node._dist.peer(sender) if self.node._dist is not None else None
-        if peer is not None:
-            self.members.leave(sender, peer.creation)
-        self._leaving.add(sender)
-        self._placement = None
-        self._mark()
-
-    def _on_hold(self, sender: str, body: Any) -> bool:
-        """Hold sends by name to the listed services until their mover says it is done."""
-        cfg = self.config
-        # Outlives the slowest move: a handoff, then the target's start.
-        deadline = self._now() + cfg.handoff_timeout + CLAIM_WINDOW + 2 * cfg.call_timeout
-        for name, old in wire.parse_hold(sender, body):
-            self.holds.for_move(name, old, sender, deadline)
-        return True
-
-    def _on_release(self, sender: str, body: Any) -> None:
-        """The move by `sender` is over: held messages go to the new instance, or wait
-        for one to be registered (the old instance is gone either way)."""
-        names = wire.parse_names(body)
-        self._mark(self.holds.end_move(sender, names, self._now() + self.config.service_hold))
-
-    async def _on_takeover(self, sender: str, body: Any) -> list[list[Any]]:
-        """Start moved instances here with their handed-over state."""
-        items = wire.parse_takeover(body)  # all or nothing: refuse before starting any
-        answers = await asyncio.gather(
-            *(self._take(*item) for item in items), return_exceptions=True
-        )
-        return [[name, a is True] for (name, _, _), a in zip(items, answers, strict=True)]
-
-    async def _take(self, name: str, stamp: Stamp, restored: wire.Restored) -> bool:
-        spec = self.table.get(name)
-        if self._closing or spec is None or spec.stamp != stamp:
-            return False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CLAIM_WINDOW + self.config.call_timeout
-        while name in self._busy and loop.time() < deadline:
-            await asyncio.sleep(0.005)  # a fresh start of ours that raced the move
-        inst = self._running.get(name)
-        if inst is not None:
-            # We started it fresh before the hold reached us: every node has held its
-            # sends by name since, so it has seen none of them: give it the state.
-            return await instances.restore_into(self.node, inst, restored, self.config.call_timeout)
-        if name in self._busy:
-            return False
-        self._busy.add(name)
-        return await self._start(spec, restored, takeover=True) is not None
-
     # -- helpers -------------------------------------------------------------------------------
 
     def _peers(self) -> list[str]:
@@ -886,37 +594,3 @@ class Services:
     def _broadcast(self, op: str, body: Any) -> None:
         if self.node._dist is not None:
             self.node._dist.broadcast(op, body)
-
-    def _remove_spec(self, name: str, failure: str | None = None) -> None:
-        """Remove `name`'s spec cluster-wide (a tombstone over every candidate seen here)."""
-        upto = self.table.removal_stamp(name)
-        if upto is None:
-            return
-        if failure is not None:
-            self._broadcast("svc.failed", [name, failure])
-            self._on_failed(self.node.name, [name, failure])
-        self._broadcast("svc.remove", [name, wire.stamp_wire(upto)])
-        self._apply_removal(name, upto)
-
-    def _apply_removal(self, name: str, upto: Stamp) -> None:
-        if self.table.remove(name, upto):
-            if name not in self.table:
-                self.holds.drop(name)
-                self._restarts.pop(name, None)
-            self._mark([name])
-
-    def _await_ready(self, name: str) -> asyncio.Future[Pid]:
-        future: asyncio.Future[Pid] = asyncio.get_running_loop().create_future()
-        self._ready.setdefault(name, []).append(future)
-        return future
-
-    def _forget_waiter(self, name: str, future: asyncio.Future[Pid]) -> None:
-        waiting = self._ready.get(name)
-        if waiting is not None and future in waiting:
-            waiting.remove(future)
-            if not waiting:
-                del self._ready[name]
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled():
-            future.exception()  # retrieved: a failure is reported through _failures
