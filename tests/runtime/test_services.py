@@ -353,3 +353,22 @@ async def test_a_quorum_service_is_refused_on_a_side_without_a_majority(
     with pytest.raises(zmesh.NoQuorum, match="1 of the 3"):
         await c["n1"].spawn_service("q", COUNTER, 0, quorum=True)
     assert c["n1"].services() == []
+
+
+async def test_hidden_tool_nodes_coming_and_going_leave_no_trace_in_membership(
+    zmesh_cluster: Cluster,
+) -> None:
+    c = zmesh_cluster
+    await c["n1"].spawn_service("q", COUNTER, 0, quorum=True)
+    for i in range(3):
+        async with zmesh.Node(
+            f"tool{i}", cookie=c["n1"]._cookie, seeds=[c.addresses["n1"]], hidden=True,
+            config=c["n1"].config,
+        ) as tool:  # fmt: skip
+            await wait_until(lambda t=tool: t.nodes() == ["n1", "n2", "n3"], 5)
+            assert await tool.call("q", "increment") == i + 1
+            assert [s.name for s in tool.services()] == ["q"]
+    for node in c:
+        services = node._need_services()
+        assert services.members.names() == ["n1", "n2", "n3"]
+        assert not services._gone and set(services._caps) <= {"n1", "n2", "n3"}

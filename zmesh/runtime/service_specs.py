@@ -225,8 +225,9 @@ class Specs:
         if body != sender:
             raise ConfigError(f"{sender} announced the leave of {body!r}")
         peer = self.node._dist.peer(sender) if self.node._dist is not None else None
-        if peer is not None:
-            self.members.leave(sender, peer.creation)
+        if peer is None or peer.hidden:
+            return  # a tool node is no member: nothing to forget
+        self.members.leave(sender, peer.creation)
         self._leaving.add(sender)
         self._placement = None
         self._mark()

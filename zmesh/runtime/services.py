@@ -222,8 +222,9 @@ class Services(Specs, Moves):
         self._checker.cancel()
         node = self.node
         self._placement = None
-        self.members.leave(node.name, node.creation)
-        self._broadcast("svc.leaving", node.name)
+        if not node.hidden:
+            self.members.leave(node.name, node.creation)
+            self._broadcast("svc.leaving", node.name)
         inflight = [t for t in self._tasks if t is not self._checker]
         if inflight:
             await asyncio.wait(inflight, timeout=self.config.handoff_timeout)
@@ -574,7 +575,8 @@ class Services(Specs, Moves):
                 ]
                 dist.cast(name, "svc.table", body)
         else:
-            self._gone.add(name)
+            if name in self.members.names():  # a tool node is no member: not remembered
+                self._gone.add(name)
             self._syncing.pop(name, None)
             self._caps.pop(name, None)
             self._leaving.discard(name)
