@@ -178,14 +178,15 @@ class ZapHandler:
     """Answers libzmq's ZAP requests on the event loop: CURVE keys on the allow-list, in
     domain `zmesh`, are admitted with their node name as User-Id; all else is refused.
 
-    `on_refused(reason)` is called for each refusal (to count it). Closing the handler
-    unbinds its endpoint: libzmq then refuses every new client (ZAP_ENFORCE_DOMAIN)."""
+    `on_refused(reason, detail)` is called for each refusal (to count and log it).
+    Closing the handler unbinds its endpoint: libzmq then refuses every new client
+    (ZAP_ENFORCE_DOMAIN)."""
 
     def __init__(
         self,
         ctx: zmq.Context[zmq.Socket[bytes]],
         allow: AllowList,
-        on_refused: Callable[[str], None],
+        on_refused: Callable[[str, str], None],
     ) -> None:
         self._allow = allow
         self._on_refused = on_refused
@@ -216,13 +217,16 @@ class ZapHandler:
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
         if len(request) < 6:
-            self._on_refused("zap_malformed")
+            self._on_refused("zap_malformed", f"a {len(request)}-part ZAP request")
             return [b"1.0", request[1] if len(request) > 1 else b"", b"400", b"malformed", b"", b""]
-        version, request_id, domain, _address, _identity, mechanism = request[:6]
+        version, request_id, domain, address, _identity, mechanism = request[:6]
         credentials = request[6:]
 
         def no(reason: str, text: bytes) -> list[bytes]:
-            self._on_refused(reason)
+            key = credentials[0] if len(credentials) == 1 and len(credentials[0]) == 32 else b""
+            shown = zmq.utils.z85.encode(key).decode() if key else "-"
+            peer = address.decode(errors="replace")
+            self._on_refused(reason, f"{peer} ({mechanism.decode(errors='replace')} key {shown})")
             return [b"1.0", request_id, b"400", text, b"", b""]
 
         if version != b"1.0" or domain != ZAP_DOMAIN.encode():

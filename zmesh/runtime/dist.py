@@ -148,8 +148,8 @@ class Distribution:
 
     # -- CURVE ----------------------------------------------------------------------------
 
-    def _on_zap_refused(self, reason: str) -> None:
-        self.refuse(reason, "a client was refused at the CURVE handshake")
+    def _on_zap_refused(self, reason: str, detail: str) -> None:
+        self.refuse(reason, f"refused at the CURVE handshake: {detail}")
 
     def reload_allow_list(self) -> list[str]:
         """Re-read the allow-list; disconnect the peers no longer on it (their names)."""

@@ -94,13 +94,13 @@ class ZmqTransport:
         keys: KeyPair | None = None,
         allow: AllowList | None = None,
         on_refused: RefusedHandler | None = None,
-        on_zap_refused: Callable[[str], None] | None = None,
+        on_zap_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self._config = config
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._on_refused = on_refused
-        self._on_zap_refused = on_zap_refused or (lambda reason: None)
+        self._on_zap_refused = on_zap_refused or (lambda reason, detail: None)
         #: This node's CURVE keys; None for a plain (cookie-only) transport.
         self.keys = keys
         self._allow = allow
