@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import inspection, join, shell, top
+from . import inspection, join, keys, shell, top
 
 app = typer.Typer(
     add_completion=False,
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 app.command()(join.join)
+app.command()(keys.keygen)
 app.command()(inspection.nodes)
 app.command()(inspection.ps)
 app.command()(inspection.info)

@@ -7,6 +7,8 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -37,6 +39,22 @@ CookieOpt = Annotated[
         "--cookie",
         envvar="ZMESH_COOKIE",
         help="Cluster secret (default: $ZMESH_COOKIE, else ~/.zmesh.cookie).",
+    ),
+]
+CurveSecretOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--curve-secret",
+        envvar="ZMESH_CURVE_SECRET",
+        help="This node's NAME.key_secret (zmesh keygen): encrypt with CurveZMQ; needs --allow.",
+    ),
+]
+AllowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow",
+        envvar="ZMESH_ALLOW",
+        help="Directory of allowed public certificates (*.key), or the files themselves.",
     ),
 ]
 JsonOpt = Annotated[
@@ -72,10 +90,33 @@ def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
     return asyncio.run(main)
 
 
-def cli_node(cookie: str | None) -> zmesh.Node:
+@dataclass(frozen=True)
+class Access:
+    """How a command proves itself to the cluster: the cookie and, optionally, CURVE."""
+
+    cookie: str | None = None
+    curve_secret: str | None = None
+    allow: list[str] | None = None
+
+
+def curve_option(curve_secret: str | None, allow: list[str] | None) -> zmesh.Curve | None:
+    """The `zmesh.Curve` for --curve-secret/--allow; None without them; usage error
+    (exit 2) if only one is given."""
+    if curve_secret is None and not allow:
+        return None
+    if curve_secret is None or not allow:
+        fail("--curve-secret and --allow go together (see `zmesh keygen`)")
+    source: str | list[str] = allow[0] if len(allow) == 1 and Path(allow[0]).is_dir() else allow
+    return zmesh.Curve(secret_key_file=curve_secret, allow=source)
+
+
+def cli_node(access: Access) -> zmesh.Node:
     """The short-lived node a command joins the cluster with: hidden, so it never enters
-    the members' views, rings or registry leadership."""
-    return zmesh.Node(f"{CLI_PREFIX}{os.getpid()}", cookie=cookie, hidden=True)
+    the members' views, rings or registry leadership. With CURVE it is named after its
+    key (the name its certificate binds), so two commands with one key cannot overlap."""
+    curve = curve_option(access.curve_secret, access.allow)
+    name = curve.key_name() if curve is not None else f"{CLI_PREFIX}{os.getpid()}"
+    return zmesh.Node(name, cookie=access.cookie, hidden=True, curve=curve)
 
 
 async def join_seed(node: zmesh.Node, seeds: list[str] | None) -> str:
@@ -94,14 +135,14 @@ async def join_seed(node: zmesh.Node, seeds: list[str] | None) -> str:
 
 def query(
     seeds: list[str] | None,
-    cookie: str | None,
+    access: Access,
     ask: Callable[[zmesh.Node, str], Awaitable[T]],
 ) -> T:
     """Join the cluster through a seed, run `ask(node, seed_name)`, leave; exit 2 with a
     message on a connection error, `Failure.code` on a Failure."""
 
     async def main() -> T:
-        async with cli_node(cookie) as node:
+        async with cli_node(access) as node:
             return await ask(node, await join_seed(node, seeds))
 
     return guarded(main)
@@ -131,7 +172,7 @@ async def mesh(node: zmesh.Node, seed: str) -> dict[str, Any]:
     addresses = seed_info.get("peer_addresses", {})
     missing = [n for n in members(seed_info) if n not in node.nodes() and n in addresses]
     results = await asyncio.gather(
-        *(node.connect(addresses[n], timeout=CONNECT_TIMEOUT) for n in missing),
+        *(node.connect(f"{n}@{addresses[n]}", timeout=CONNECT_TIMEOUT) for n in missing),
         return_exceptions=True,
     )
     for name, result in zip(missing, results, strict=True):

@@ -16,7 +16,10 @@ import zmesh
 from .common import (
     ASK_TIMEOUT,
     NOT_FOUND,
+    Access,
+    AllowOpt,
     CookieOpt,
+    CurveSecretOpt,
     Failure,
     JsonOpt,
     SeedOpt,
@@ -68,9 +71,15 @@ def peer_names(info: dict[str, Any]) -> list[str]:
     return list(info["nodes"])
 
 
-def nodes(seed: SeedOpt = None, cookie: CookieOpt = None, json_: JsonOpt = False) -> None:
+def nodes(
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """List the cluster's nodes: address, incarnation, uptime, processes, peers."""
-    infos = query(seed, cookie, cluster_info)
+    infos = query(seed, Access(cookie, curve_secret, allow), cluster_info)
     rows = [node_row(i) for i in infos]
     emit(rows, NODE_COLUMNS, as_json=json_)
 
@@ -78,6 +87,8 @@ def nodes(seed: SeedOpt = None, cookie: CookieOpt = None, json_: JsonOpt = False
 def ps(
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     json_: JsonOpt = False,
     node: Annotated[
         list[str] | None, typer.Option("--node", "-n", help="Only this node (repeatable).")
@@ -85,7 +96,7 @@ def ps(
 ) -> None:
     """List the processes of every node: pid, registered name, function or GenServer
     class, mailbox length, messages received, links and monitors."""
-    infos = query(seed, cookie, cluster_info)
+    infos = query(seed, Access(cookie, curve_secret, allow), cluster_info)
     if node:
         unknown = sorted(set(node) - {i["name"] for i in infos})
         if unknown:
@@ -99,6 +110,8 @@ def info(
     name: Annotated[str, typer.Argument(help="A node of the cluster.")],
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Show one node: identity, uptime, memory, event-loop lag, peers and counters."""
@@ -109,7 +122,7 @@ def info(
         info: dict[str, Any] = await node.node_info(name, timeout=ASK_TIMEOUT)
         return info
 
-    got = query(seed, cookie, ask)
+    got = query(seed, Access(cookie, curve_secret, allow), ask)
     summary = {
         "name": got["name"],
         "address": got["address"],
@@ -155,6 +168,8 @@ def whereis(
     name: Annotated[str, typer.Argument(help="A globally registered name.")],
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Print the pid registered as NAME (exit 1 if there is none)."""
@@ -162,7 +177,7 @@ def whereis(
     async def ask(node: zmesh.Node, target: str) -> zmesh.Pid:
         return await resolve(node, target, name)
 
-    pid = query(seed, cookie, ask)
+    pid = query(seed, Access(cookie, curve_secret, allow), ask)
     row = {"name": name, "pid": str(pid), "node": pid.node}
     if json_:
         print_json(row)
@@ -197,6 +212,8 @@ def call(
     request: Annotated[str, typer.Argument(help="The request, as JSON (e.g. '\"increment\"').")],
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 5.0,
     json_: JsonOpt = False,
 ) -> None:
@@ -212,7 +229,7 @@ def call(
         except zmesh.NoProc as exc:
             raise Failure(f"{name!r} exited before replying: {exc}", NOT_FOUND) from None
 
-    reply = query(seed, cookie, ask)
+    reply = query(seed, Access(cookie, curve_secret, allow), ask)
     print_json({"name": name, "reply": reply} if json_ else reply)
 
 
@@ -221,6 +238,8 @@ def send(
     message: Annotated[str, typer.Argument(help="The message, as JSON.")],
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Send a message to the process registered as NAME (no reply is awaited)."""
@@ -231,7 +250,7 @@ def send(
         node.send(pid, value)
         return pid
 
-    pid = query(seed, cookie, ask)
+    pid = query(seed, Access(cookie, curve_secret, allow), ask)
     if json_:
         print_json({"name": name, "pid": str(pid), "sent": to_json(value)})
     else:
@@ -241,6 +260,8 @@ def send(
 def ring(
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     key: Annotated[
         list[str] | None, typer.Option("--key", "-k", help="Show which node owns KEY (repeatable).")
     ] = None,
@@ -252,7 +273,7 @@ def ring(
         info: dict[str, Any] = await node.node_info(target, timeout=ASK_TIMEOUT)
         return info["ring"]  # type: ignore[no-any-return]
 
-    spec = query(seed, cookie, ask)
+    spec = query(seed, Access(cookie, curve_secret, allow), ask)
     weights: dict[str, int] = spec["weights"]
     the_ring = zmesh.HashRing(weights, vnodes=spec["vnodes"])
     if key:
@@ -276,7 +297,13 @@ def ring(
     )
 
 
-def services(seed: SeedOpt = None, cookie: CookieOpt = None, json_: JsonOpt = False) -> None:
+def services(
+    seed: SeedOpt = None,
+    cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """List the cluster's services: where each runs (node and pid, "-" while it moves)."""
 
     async def ask(node: zmesh.Node, target: str) -> list[dict[str, Any]]:
@@ -291,7 +318,7 @@ def services(seed: SeedOpt = None, cookie: CookieOpt = None, json_: JsonOpt = Fa
         Column("restart", "RESTART"),
         Column("quorum", "QUORUM", lambda v: "yes" if v else "no"),
     ]
-    emit(query(seed, cookie, ask), columns, as_json=json_)
+    emit(query(seed, Access(cookie, curve_secret, allow), ask), columns, as_json=json_)
 
 
 def ring_shares(the_ring: zmesh.HashRing, samples: int = 4096) -> dict[str, float]:

@@ -14,7 +14,17 @@ import typer
 
 import zmesh
 
-from .common import DEFAULT_LISTEN, USAGE, CookieOpt, SeedOpt, fail, run
+from .common import (
+    DEFAULT_LISTEN,
+    USAGE,
+    AllowOpt,
+    CookieOpt,
+    CurveSecretOpt,
+    SeedOpt,
+    curve_option,
+    fail,
+    run,
+)
 from .logs import FORMATS, LEVELS, configure
 
 
@@ -27,6 +37,8 @@ def join(
     ] = DEFAULT_LISTEN,
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     load: Annotated[
         list[str] | None,
         typer.Option("--load", help="Module whose functions and classes peers may start here."),
@@ -53,7 +65,11 @@ def join(
     """Run a node in the foreground until SIGINT or SIGTERM, then leave gracefully.
 
     Refusals by peers (wrong cookie, protocol mismatch) are printed once per reason and
-    peer, and the seeds are retried; a name already held by a live node exits 2."""
+    peer, and the seeds are retried; a name already held by a live node exits 2.
+
+    With --curve-secret and --allow every connection is CurveZMQ-encrypted and only the
+    listed keys connect; write seeds as NAME@tcp://HOST:PORT. SIGHUP re-reads --allow
+    (so does any change to its files): peers whose keys were removed are disconnected."""
     if log_format not in FORMATS:
         fail(f"--log-format must be one of {', '.join(FORMATS)}, got {log_format!r}")
     if log_level not in LEVELS:
@@ -69,6 +85,7 @@ def join(
         )
         if v is not None
     }
+    curve = curve_option(curve_secret, allow)
     try:
         node = zmesh.Node(
             name or socket.gethostname().split(".")[0],
@@ -77,6 +94,7 @@ def join(
             seeds=seed or [],
             load=load or [],
             config=zmesh.NodeConfig(**options),
+            curve=curve,
         )
         code = run(serve(node), loop)
     except zmesh.ZmeshError as exc:
@@ -91,6 +109,8 @@ async def serve(node: zmesh.Node) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if node.curve is not None:
+        loop.add_signal_handler(signal.SIGHUP, node.reload_allow_list)
     reporter = SeedReporter(node, stop)
     unsubscribe = reporter.watch(node)  # before boot: the first attempt is reported too
     async with node:

@@ -22,7 +22,18 @@ import typer
 
 import zmesh
 
-from .common import CookieOpt, SeedOpt, cli_node, guarded, join_seed, mesh, registry_synced
+from .common import (
+    Access,
+    AllowOpt,
+    CookieOpt,
+    CurveSecretOpt,
+    SeedOpt,
+    cli_node,
+    guarded,
+    join_seed,
+    mesh,
+    registry_synced,
+)
 
 BANNER = (
     "zmesh shell on node {name}, joined through {seed} ({members}).\n"
@@ -33,6 +44,8 @@ BANNER = (
 def shell(
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     command: Annotated[
         str | None, typer.Option("--command", "-c", help="Run CODE, print its value, leave.")
     ] = None,
@@ -40,7 +53,7 @@ def shell(
     """An asyncio REPL on a node joined to the cluster, with `node` and `zmesh` bound."""
 
     async def main() -> None:
-        async with cli_node(cookie) as node:
+        async with cli_node(Access(cookie, curve_secret, allow)) as node:
             seed_name = await join_seed(node, seed)
             await registry_synced(node, await mesh(node, seed_name))
             namespace: dict[str, Any] = {"node": node, "zmesh": zmesh, "asyncio": asyncio}

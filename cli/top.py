@@ -26,7 +26,17 @@ from rich.text import Text
 
 import zmesh
 
-from .common import CookieOpt, SeedOpt, cli_node, cluster_info, guarded, join_seed
+from .common import (
+    Access,
+    AllowOpt,
+    CookieOpt,
+    CurveSecretOpt,
+    SeedOpt,
+    cli_node,
+    cluster_info,
+    guarded,
+    join_seed,
+)
 from .output import console, human_bytes, millis
 
 TRAFFIC_KEYS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
@@ -35,6 +45,8 @@ TRAFFIC_KEYS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
 def top(
     seed: SeedOpt = None,
     cookie: CookieOpt = None,
+    curve_secret: CurveSecretOpt = None,
+    allow: AllowOpt = None,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
     busiest: Annotated[int, typer.Option(help="How many of the busiest processes to show.")] = 10,
     iterations: Annotated[
@@ -48,7 +60,7 @@ def top(
         fail(f"--interval must be positive, got {interval}")
 
     async def main() -> None:
-        async with cli_node(cookie) as node:
+        async with cli_node(Access(cookie, curve_secret, allow)) as node:
             seed_name = await join_seed(node, seed)
             await watch(node, seed_name, interval, busiest, iterations)
 

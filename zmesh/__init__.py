@@ -26,6 +26,7 @@ from zmesh.errors import (
     ZmeshError,
 )
 from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.curve import Curve, keygen
 from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
 from zmesh.runtime.node import Node
 from zmesh.runtime.process import ExitProcess, Process
@@ -71,6 +72,7 @@ __all__ = [
     "ChildSpec",
     "ConfigError",
     "ConnectError",
+    "Curve",
     "DecodeError",
     "Down",
     "DynamicSupervisor",
@@ -101,4 +103,5 @@ __all__ = [
     "ZmeshError",
     "__version__",
     "child",
+    "keygen",
 ]

@@ -17,14 +17,15 @@ class EncodeError(ZmeshError):
     """A value that cannot be sent: an unsupported type or over a size limit."""
 
 
-ConnectReason = Literal["bad_cookie", "name_clash", "version", "busy", "unreachable"]
+ConnectReason = Literal["bad_cookie", "name_clash", "version", "busy", "unreachable", "security"]
 
 
 class ConnectError(ZmeshError):
     """A peer could not be joined; `reason` says why: "bad_cookie" (the cookies differ),
     "name_clash" (the name is taken, or the peer has ours), "version" (protocol
-    mismatch), "busy" (too many handshakes in progress there) or "unreachable" (no
-    answer in time)."""
+    mismatch), "busy" (too many handshakes in progress there), "unreachable" (no
+    answer in time) or "security" (CURVE on one side only, a key not on the allow-list,
+    a wrong server key, or a key presenting another node's name)."""
 
     def __init__(self, message: str, reason: ConnectReason = "unreachable") -> None:
         super().__init__(message)

@@ -27,6 +27,7 @@ from zmesh.core.codec import Codec, Limits
 from zmesh.core.protocol import Kind
 from zmesh.errors import ConfigError, DecodeError
 from zmesh.runtime.cookie import default_cookie
+from zmesh.runtime.curve import AllowList, Curve, KeyPair, load_keypair
 from zmesh.runtime.handshake import Handshake
 from zmesh.runtime.loader import import_all
 from zmesh.runtime.membership import Membership, NodeListener, Peer
@@ -43,19 +44,39 @@ __all__ = ["CastHandler", "Distribution", "NodeListener", "Peer", "RequestHandle
 log = logging.getLogger("zmesh.dist")
 
 # What a handler raises on a malformed envelope: refused and counted, never propagated.
+# How often the allow-list's files are checked for changes, seconds.
+_ALLOW_POLL = 1.0
 _BAD_INPUT = (ValueError, TypeError, KeyError, IndexError, AttributeError, DecodeError)
 
 
 class Distribution:
     """The node's connection to the cluster (owned by `Node`, started and stopped by it)."""
 
-    def __init__(self, node: Node, listen: str, cookie: bytes | None, load: Sequence[str]) -> None:
+    def __init__(
+        self,
+        node: Node,
+        listen: str,
+        cookie: bytes | None,
+        load: Sequence[str],
+        curve: Curve | None = None,
+    ) -> None:
         self.node = node
         self.config = node.config
         self._listen = listen
         cookie = cookie if cookie is not None else default_cookie()
         if not cookie:
             raise ConfigError("the cookie must not be empty")
+        #: This node's CURVE keys and allow-list; None on a plain (cookie-only) node.
+        self.keys: KeyPair | None = None
+        self.allow: AllowList | None = None
+        if curve is not None:
+            self.keys = load_keypair(curve.secret_key_file)
+            self.allow = AllowList(curve.allow)
+            if self.keys.name != node.name:
+                raise ConfigError(
+                    f"the key {curve.secret_key_file} is bound to the name {self.keys.name!r},"
+                    f" not {node.name!r}: name the node after its key"
+                )
         self.load = frozenset(load)
         import_all(self.load)
         self.codec = Codec(Limits(max_size=self.config.max_message_size))
@@ -111,9 +132,44 @@ class Distribution:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, seeds: Sequence[str]) -> None:
-        self._transport = ZmqTransport(self.config, self._on_frame, self._on_link_lost)
+        self._transport = ZmqTransport(
+            self.config,
+            self._on_frame,
+            self._on_link_lost,
+            keys=self.keys,
+            allow=self.allow,
+            on_refused=self._handshake.on_link_refused,
+            on_zap_refused=self._on_zap_refused,
+        )
         self.address = self._transport.bind(self._listen)
         self._membership.start(seeds)
+        if self.allow is not None:
+            self.spawn_task(self._watch_allow_list())
+
+    # -- CURVE ----------------------------------------------------------------------------
+
+    def _on_zap_refused(self, reason: str, detail: str) -> None:
+        self.refuse(reason, f"refused at the CURVE handshake: {detail}")
+
+    def reload_allow_list(self) -> list[str]:
+        """Re-read the allow-list; disconnect the peers no longer on it (their names)."""
+        if self.allow is None:
+            return []
+        gone = self.allow.reload()
+        dropped = []
+        for peer in list(self.sessions.values()):
+            if peer.name in gone:
+                self.refuse("curve_revoked", f"{peer.name}: its key is no longer allowed")
+                self._membership.forget(peer, NOCONNECTION)
+                dropped.append(peer.name)
+        return sorted(dropped)
+
+    async def _watch_allow_list(self) -> None:
+        assert self.allow is not None
+        while True:
+            await asyncio.sleep(_ALLOW_POLL)
+            if self.allow.changed():
+                self.reload_allow_list()
 
     def spawn_task(self, coro: Any) -> asyncio.Task[Any]:
         """Run `coro` as a task that `close` cancels and awaits."""
@@ -202,14 +258,24 @@ class Distribution:
 
     # -- inbound frames -------------------------------------------------------------------------
 
-    def _on_frame(self, identity: bytes, parts: list[bytes]) -> None:
+    def _on_frame(self, identity: bytes, parts: list[bytes], user: str | None = None) -> None:
         if len(parts) != 1:
             self.refuse("bad_frame_count", f"{len(parts)} parts from {identity.hex()[:8]}")
             return
         data = parts[0]
         peer = self.trusted.get(identity)
+        allow = self.allow
+        if allow is not None:
+            # Second line of defence behind the ZAP handler: every frame must come over a
+            # connection admitted for a key that is still listed, under its own name.
+            if user is None or user not in allow.by_name:
+                self.refuse("curve_unauthenticated", f"frame from key {user!r}: not admitted")
+                return
+            if peer is not None and peer.name != user:
+                self.refuse("curve_wrong_names", f"{user!r} sent as {peer.name!r}")
+                return
         if peer is None:
-            self._handshake.on_untrusted(identity, data)
+            self._handshake.on_untrusted(identity, data, user)
             return
         try:
             envelopes = proto.decode_frame(self.codec, data)

@@ -14,6 +14,12 @@ membership view (see membership.py).
 
 An identity becomes trusted only after its owner proved the cookie over a nonce we
 chose; frames from any other identity are dropped and counted.
+
+With CURVE on, every link is a CURVE client pinned to the server key of the node it
+expects at that address: the name comes from `NAME@ADDRESS` (a seed or `connect`),
+from PEERS gossip, or from an authenticated HELLO. A plain address whose node is not
+known yet cannot be reached (a client must know the server's key before it speaks).
+The name a HELLO or CHALLENGE claims must be the one the sender's key is bound to.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from zmesh.core import protocol as proto
 from zmesh.core.protocol import Kind, check_type
 from zmesh.errors import ConnectError, ConnectReason, DecodeError
+from zmesh.runtime.curve import parse_address
 from zmesh.runtime.membership import Peer
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
@@ -78,12 +85,20 @@ class Handshake:
         self._outbound: dict[bytes, _Outbound] = {}  # by the nonce of our HELLO
         self._inbound: dict[bytes, _Inbound] = {}  # by the stranger's identity
         self._connecting: dict[str, asyncio.Future[str]] = {}
+        self._names: dict[str, str] = {}  # address -> the node expected there (CURVE pins)
+
+    def pin(self, address: str, name: str) -> None:
+        """Expect the node `name` (and, with CURVE, its listed key) at `address`."""
+        self._names[address] = name
 
     # -- connecting -----------------------------------------------------------------------------
 
     async def connect(self, address: str, timeout: float | None) -> str:
-        """Join the node at `address`; its name, or ConnectError."""
+        """Join the node at `address` (or `NAME@address`); its name, or ConnectError."""
         dist = self._dist
+        name, address = parse_address(address)
+        if name is not None:
+            self.pin(address, name)
         timeout = dist.config.connect_timeout if timeout is None else timeout
         for peer in dist.sessions.values():
             if peer.up and peer.address == address:
@@ -94,21 +109,28 @@ class Handshake:
         try:
             return await asyncio.wait_for(asyncio.shield(pending), timeout)
         except TimeoutError:
-            message = f"no answer from {address} within {timeout} s"
-            raise ConnectError(message, "unreachable") from None
+            raise _timed_out(address, self._links_by_addr.get(self._link_key(address))) from None
 
     def pending(self, address: str) -> bool:
         """Whether a connect to `address` is under way."""
         return address in self._connecting
 
     def start_connect(self, address: str) -> asyncio.Future[str]:
-        """Send HELLO to `address`; the future gets the peer's name or a ConnectError."""
+        """Send HELLO to `address` (or `NAME@address`); the future gets the peer's name or
+        a ConnectError."""
         dist = self._dist
+        name, address = parse_address(address)
+        if name is not None:
+            self.pin(address, name)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         future.add_done_callback(_consume)
+        try:
+            link = self.link_to(address)
+        except ConnectError as exc:
+            future.set_exception(exc)
+            return future
         self._connecting[address] = future
-        link = self.link_to(address)
         nonce = os.urandom(proto.NONCE_BYTES)
         attempt = _Outbound(address, link, nonce, future)
         self._outbound[nonce] = attempt
@@ -128,7 +150,7 @@ class Handshake:
                 self.close_orphan(link)
 
         future.add_done_callback(finished)
-        loop.call_later(dist.config.connect_timeout, _fail, future, address)
+        loop.call_later(dist.config.connect_timeout, _fail, future, address, link)
         return future
 
     def connected(self, name: str) -> None:
@@ -139,18 +161,51 @@ class Handshake:
 
     # -- links by address -----------------------------------------------------------------------
 
-    def link_to(self, address: str) -> OutLink:
-        link = self._links_by_addr.get(address)
+    def _link_key(self, address: str, name: str | None = None) -> str:
+        if self._dist.allow is None:
+            return address
+        return f"{name or self._names.get(address)}@{address}"
+
+    def link_to(self, address: str, name: str | None = None) -> OutLink:
+        """The link to `address`; with CURVE, pinned to the key of `name` (default: the
+        node expected there). ConnectError("security") if that key is not known."""
+        key = self._link_key(address, name)
+        link = self._links_by_addr.get(key)
         if link is None or link.closed:
             transport = self._dist._transport
             assert transport is not None
-            link = self._links_by_addr[address] = transport.open(address)
+            server_key = self._server_key(address, name)
+            link = self._links_by_addr[key] = transport.open(address, server_key)
         return link
 
+    def _server_key(self, address: str, name: str | None) -> bytes | None:
+        allow = self._dist.allow
+        if allow is None:
+            return None
+        name = name or self._names.get(address)
+        if name is None:
+            message = (
+                f"CURVE is on: the server key at {address} is not known;"
+                f" write NAME@{address} with NAME's certificate in the allow-list"
+            )
+            raise ConnectError(message, "security")
+        key = allow.by_name.get(name)
+        if key is None:
+            raise ConnectError(f"{name!r} ({address}) is not on the allow-list", "security")
+        return key
+
     def close_link(self, link: OutLink) -> None:
-        if self._links_by_addr.get(link.address) is link:
-            del self._links_by_addr[link.address]
+        for key, known in list(self._links_by_addr.items()):
+            if known is link:
+                del self._links_by_addr[key]
         link.close()
+
+    def on_link_refused(self, link: OutLink, why: str) -> None:
+        """The security handshake under `link` failed: the connects over it fail now."""
+        self._dist.refuse("security_handshakes_failed", f"{link.address}: {why}")
+        for attempt in list(self._outbound.values()):
+            if attempt.link is link:
+                _fail_with(attempt, f"{attempt.address} refused the connection: {why}", "security")
 
     def close_orphan(self, link: OutLink) -> None:
         """Close `link` unless a session or a connect still uses it."""
@@ -170,8 +225,10 @@ class Handshake:
 
     # -- inbound ---------------------------------------------------------------------------------
 
-    def on_untrusted(self, identity: bytes, data: bytes) -> None:
-        """A frame from an identity that has not proved the cookie: handshake kinds only."""
+    def on_untrusted(self, identity: bytes, data: bytes, user: str | None = None) -> None:
+        """A frame from an identity that has not proved the cookie: handshake kinds only.
+
+        `user` is the node name the sender's CURVE key is bound to (None without CURVE)."""
         dist = self._dist
         if len(data) > _UNTRUSTED_MAX:
             dist.refuse("unauthenticated", f"{len(data)}-byte frame before the handshake")
@@ -183,21 +240,21 @@ class Handshake:
             return
         for env in envelopes[1:]:
             if env[0] in proto.HANDSHAKE_KINDS:
-                self.handle(identity, env)
+                self.handle(identity, env, user)
             else:
                 dist.refuse("unauthenticated", f"kind {env[0]} before the handshake")
         trusted = dist.trusted.get(identity)
         if trusted is not None:  # this frame made the identity trusted: count from it
             trusted.next_seq = envelopes[0][1] + 1
 
-    def handle(self, identity: bytes, env: list[Any]) -> None:
+    def handle(self, identity: bytes, env: list[Any], user: str | None = None) -> None:
         """One handshake envelope; a malformed one is refused and counted."""
         kind = env[0]
         try:
             if kind == Kind.HELLO:
-                self._on_hello(identity, env)
+                self._on_hello(identity, env, user)
             elif kind == Kind.CHALLENGE:
-                self._on_challenge(identity, env)
+                self._on_challenge(identity, env, user)
             elif kind == Kind.AUTH:
                 self._on_auth(identity, env)
             else:
@@ -205,18 +262,31 @@ class Handshake:
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             self._dist.refuse("bad_handshakes", f"kind {kind}: {exc!r}")
 
-    def _on_hello(self, identity: bytes, env: list[Any]) -> None:
+    def _on_hello(self, identity: bytes, env: list[Any], user: str | None) -> None:
         dist = self._dist
         _, version, name, creation, address, nonce = env[:6]
         check_type(name, str)
         check_type(creation, int)
         check_type(address, str)
         check_type(nonce, bytes)
+        if dist.allow is not None:
+            if name != user:
+                # A listed key presenting another node's name: refused, told so at the
+                # address it gave (over a link pinned to its own key).
+                dist.refuse("curve_wrong_names", f"the key of {user!r} says it is {name!r}")
+                text = f"your key is bound to the name {user!r}, not {name!r}"
+                if user is not None:
+                    link = self.link_to(address, user)
+                    dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_NAME, text)
+                    asyncio.get_running_loop().call_later(1.0, self.close_orphan, link)
+                return
+            # The name is proven; the address is only claimed: it never replaces a pin.
+            self._names.setdefault(address, name)
         existing = dist.sessions.get(name)
         # A node we are connected to (same name, same address): answer on the link it
         # already trusts. Anyone else, an impostor included, is answered at `address`.
         same = existing is not None and existing.up and existing.address == address
-        link = existing.link if same and existing is not None else self.link_to(address)
+        link = existing.link if same and existing is not None else self.link_to(address, name)
         reply_nonce = os.urandom(proto.NONCE_BYTES)
         if version != proto.VERSION:
             text = f"protocol version {version} is not {proto.VERSION}"
@@ -252,7 +322,7 @@ class Handshake:
             return f"the name {name!r} is taken by the node at {existing.address}"
         return ""
 
-    def _on_challenge(self, identity: bytes, env: list[Any]) -> None:
+    def _on_challenge(self, identity: bytes, env: list[Any], user: str | None) -> None:
         dist = self._dist
         _, version, name, creation, address, our_nonce, their_nonce, their_proof = env[:8]
         check_type(name, str)
@@ -263,6 +333,16 @@ class Handshake:
         attempt = self._outbound.get(our_nonce)
         if attempt is None or attempt.future.done():
             dist.refuse("unexpected_handshakes", f"challenge from {name!r} with no hello")
+            return
+        if dist.allow is not None and name != user:
+            dist.refuse("curve_wrong_names", f"the key of {user!r} says it is {name!r}")
+            message = f"{attempt.address} answered as {name!r} with the key of {user!r}"
+            _fail_with(attempt, message, "security")
+            return
+        pinned = self._names.get(attempt.address)
+        if dist.allow is not None and pinned is not None and pinned != name:
+            message = f"{attempt.address} answered as {name!r}, expected {pinned!r}"
+            _fail_with(attempt, message, "security")
             return
         me = dist.node
         expected = proto.proof(self._cookie, b"challenge", our_nonce, name, me.name)
@@ -359,9 +439,19 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()  # a failed background connect is not an unhandled error
 
 
-def _fail(future: asyncio.Future[str], address: str) -> None:
+def _timed_out(address: str, link: OutLink | None) -> ConnectError:
+    if getattr(link, "unsecured", False) and getattr(link, "curve", False):
+        message = (
+            f"{address} accepted the TCP connection but the CURVE handshake never finished:"
+            " a wrong server key for the name given, or the peer does not use CURVE"
+        )
+        return ConnectError(message, "security")
+    return ConnectError(f"no answer from {address}", "unreachable")
+
+
+def _fail(future: asyncio.Future[str], address: str, link: OutLink) -> None:
     if not future.done():
-        future.set_exception(ConnectError(f"no answer from {address}", "unreachable"))
+        future.set_exception(_timed_out(address, link))
 
 
 def _fail_with(attempt: _Outbound, message: str, reason: ConnectReason) -> None:

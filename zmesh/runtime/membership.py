@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmesh.core.protocol import Kind, check_type
 from zmesh.errors import ConnectError
+from zmesh.runtime.curve import parse_address
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
 
@@ -69,7 +70,12 @@ class Membership:
         self.paused = False
 
     def start(self, seeds: Sequence[str]) -> None:
-        self._seeds = list(seeds)
+        self._seeds = []
+        for spec in seeds:
+            name, address = parse_address(spec)
+            if name is not None:
+                self._dist._handshake.pin(address, name)
+            self._seeds.append(address)
         self._dist.spawn_task(self._tick_loop())
         if self._seeds:
             self._dist.spawn_task(self._seed_loop())
@@ -191,6 +197,7 @@ class Membership:
             check_type(address, str)
             if name == dist.node.name or name in dist.sessions or dist._handshake.pending(address):
                 continue
+            dist._handshake.pin(address, name)
             dist._handshake.start_connect(address)
 
     def on_bye(self, peer: Peer, env: list[Any]) -> None:

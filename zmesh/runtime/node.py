@@ -35,6 +35,7 @@ from zmesh.terms import KILLED, NORMAL, SHUTDOWN, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.core.ring import HashRing
+    from zmesh.runtime.curve import Curve
     from zmesh.runtime.dist import Distribution
     from zmesh.runtime.groups import Groups
     from zmesh.runtime.live_ring import LiveRing
@@ -60,6 +61,11 @@ class Node(Signals, Behaviours):
     their ring, make it a registry leader or tell other nodes about it. It connects
     to every visible node its seed knows, owns no ring keys and never leads the
     registry; for short-lived tools (the `zmesh` queries) and clients of a cluster.
+
+    With `curve` (a `zmesh.Curve`), every connection is encrypted and authenticated
+    with CurveZMQ: only keys on the allow-list connect, each under the name its
+    certificate binds; the node's own name must be its key's. Seeds and `connect`
+    take `NAME@tcp://HOST:PORT` so the server key is known before the handshake.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class Node(Signals, Behaviours):
         load: Sequence[str] = (),
         config: NodeConfig | None = None,
         hidden: bool = False,
+        curve: Curve | None = None,
     ) -> None:
         self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
         _check_node_name(self.name)
@@ -84,6 +91,8 @@ class Node(Signals, Behaviours):
         self._cookie = cookie.encode() if isinstance(cookie, str) else cookie
         self._seeds = list(seeds)
         self._load = list(load)
+        #: CurveZMQ encryption and the key allow-list (see `zmesh.Curve`); None: cookie only.
+        self.curve = curve
         self._procs: dict[int, Process] = {}
         self._ids = itertools.count(1)
         self._refs = itertools.count(1)
@@ -130,7 +139,7 @@ class Node(Signals, Behaviours):
         if self._listen is not None:
             from zmesh.runtime.dist import Distribution
 
-            self._dist = Distribution(self, self._listen, self._cookie, self._load)
+            self._dist = Distribution(self, self._listen, self._cookie, self._load, self.curve)
         elif self._seeds:
             raise ConfigError("seeds given to a node without `listen`: nothing to join with")
         from zmesh.runtime.groups import Groups
@@ -446,10 +455,20 @@ class Node(Signals, Behaviours):
     async def connect(self, address: str, *, timeout: float | None = None) -> str:
         """Join the node at `address` (and, transitively, its peers); return its name.
 
+        `address` may be written `NAME@tcp://HOST:PORT`: with CURVE this pins the server
+        key to NAME's certificate (a plain address works only once the node there is
+        known, from gossip or an earlier connect); without CURVE the name is ignored.
         Raises ConnectError: unreachable within `timeout`, wrong cookie, name clash,
-        protocol mismatch; the message says which.
+        protocol mismatch, a security refusal ("security"); the message says which.
         """
         return await self._need_dist().connect(address, timeout)
+
+    def reload_allow_list(self) -> list[str]:
+        """Re-read the CURVE allow-list now (it is also re-read when its files change);
+        peers whose keys are gone are disconnected: their names. [] without CURVE."""
+        if self._dist is None:
+            return []
+        return self._dist.reload_allow_list()
 
     def nodes(self, *, include_hidden: bool = False) -> list[str]:
         """Names of the connected peers, sorted; this node excluded, and hidden peers too

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 from collections import deque
@@ -25,11 +26,23 @@ from zmq.utils.monitor import parse_monitor_message
 from zmesh.core.protocol import frame
 from zmesh.errors import ConfigError, QueueFull
 from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.curve import ZAP_DOMAIN, AllowList, KeyPair, ZapHandler
 
 log = logging.getLogger("zmesh.transport")
 
-FrameHandler = Callable[[bytes, list[bytes]], None]
+#: (identity, parts, user): `user` is the node name the ZAP handler bound to the
+#: connection's CURVE key, or None on a plain transport (and on a fail-open connection).
+FrameHandler = Callable[[bytes, list[bytes], "str | None"], None]
 LostHandler = Callable[["OutLink"], None]
+#: (link, description): the security handshake under `link` failed (a CURVE/plain
+#: mismatch, a key refused by the peer's allow-list, a wrong server key).
+RefusedHandler = Callable[["OutLink", str], None]
+
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 # Frames drained per wake-up before yielding to other tasks (fairness vs. wake-up cost).
 _RECV_BUDGET = 2000
@@ -65,7 +78,7 @@ class Transport(Protocol):
 
     address: str
 
-    def open(self, address: str) -> OutLink: ...
+    def open(self, address: str, server_key: bytes | None = None) -> OutLink: ...
     async def close(self, linger: float = 0.0) -> None: ...
 
 
@@ -77,10 +90,21 @@ class ZmqTransport:
         config: NodeConfig,
         on_frame: FrameHandler,
         on_lost: LostHandler,
+        *,
+        keys: KeyPair | None = None,
+        allow: AllowList | None = None,
+        on_refused: RefusedHandler | None = None,
+        on_zap_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self._config = config
         self._on_frame = on_frame
         self._on_lost = on_lost
+        self._on_refused = on_refused
+        self._on_zap_refused = on_zap_refused or (lambda reason, detail: None)
+        #: This node's CURVE keys; None for a plain (cookie-only) transport.
+        self.keys = keys
+        self._allow = allow
+        self.zap: ZapHandler | None = None
         self._loop = asyncio.get_running_loop()
         self._ctx = zmq.Context(io_threads=1)
         self._router: zmq.Socket[bytes] | None = None
@@ -111,6 +135,16 @@ class ZmqTransport:
         router.setsockopt(zmq.ROUTER_HANDOVER, 0)
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
         _set_zmtp_heartbeat(router, cfg)
+        if self.keys is not None:
+            assert self._allow is not None
+            # The handler exists before the socket can accept anyone, and the domain is
+            # enforced: with no handler answering, libzmq refuses instead of admitting.
+            self.zap = ZapHandler(self._ctx, self._allow, self._on_zap_refused)
+            router.setsockopt(zmq.CURVE_SERVER, 1)
+            router.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public)
+            router.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret)
+            router.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+            router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         try:
             router.bind(listen)
         except zmq.ZMQError as exc:
@@ -144,17 +178,21 @@ class ZmqTransport:
         if router is None or self._paused:
             return
         on_frame = self._on_frame
+        curve = self.keys is not None
         for _ in range(_RECV_BUDGET):
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                if curve:
+                    identity, user, parts = _recv_with_user(router)
+                else:
+                    parts = router.recv_multipart(zmq.NOBLOCK)
+                    identity, user = parts.pop(0), None
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 log.warning("router receive failed: %s", exc)
                 return
-            identity = parts.pop(0)
             try:
-                on_frame(identity, parts)
+                on_frame(identity, parts, user)
             except Exception:
                 log.exception("inbound frame handler failed")
             # Cheaper than the zmq.Again that the next receive would raise, and it
@@ -167,9 +205,12 @@ class ZmqTransport:
 
     # -- outbound -----------------------------------------------------------------------
 
-    def open(self, address: str) -> ZmqLink:
-        """A new DEALER connected to `address` with a fresh random identity."""
-        link = ZmqLink(self, address)
+    def open(self, address: str, server_key: bytes | None = None) -> ZmqLink:
+        """A new DEALER connected to `address` with a fresh random identity; on a CURVE
+        transport it is a CURVE client that accepts only the server key `server_key`."""
+        if (self.keys is None) != (server_key is None):
+            raise ConfigError(f"a link to {address} needs a server key iff CURVE is on")
+        link = ZmqLink(self, address, server_key)
         self._links.add(link)
         return link
 
@@ -192,6 +233,8 @@ class ZmqTransport:
         """Close every socket and the context; queued frames get `linger` seconds to leave."""
         for link in list(self._links):
             link.close(linger)
+        if self.zap is not None:
+            self.zap.close()
         if self._router is not None:
             self._loop.remove_reader(_fd(self._router))
             self._router.close(0)
@@ -203,7 +246,7 @@ class ZmqTransport:
 class ZmqLink:
     """A DEALER to one peer, with its outbox, batching and disconnect monitor."""
 
-    def __init__(self, transport: ZmqTransport, address: str) -> None:
+    def __init__(self, transport: ZmqTransport, address: str, server_key: bytes | None) -> None:
         self.address = address
         self.closed = False
         self.last_flush = 0.0
@@ -235,11 +278,26 @@ class ZmqLink:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         _set_zmtp_heartbeat(sock, cfg)
+        keys = transport.keys
+        if keys is not None and server_key is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
         self._sock = sock
         self._fd = _fd(sock)
+        #: Whether a TCP connection was made but no security handshake finished yet.
+        self.unsecured = False
+        #: Whether this link is a CURVE client.
+        self.curve = server_key is not None
         # The socket monitor reports a closed TCP connection at once: a killed peer is
-        # seen down in milliseconds, not after the heartbeat timeout.
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        # seen down in milliseconds, not after the heartbeat timeout. Failed security
+        # handshakes tell the connecting side why it is refused.
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED
+            | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | _HANDSHAKE_FAILED
+        )
         self._monitor_fd = _fd(self._monitor)
         self._was_connected = False
         self._loop.add_reader(self._monitor_fd, self._on_monitor)
@@ -408,11 +466,19 @@ class ZmqLink:
                 break
             except zmq.ZMQError:
                 break
-            event = parse_monitor_message(msg)["event"]
+            parsed = parse_monitor_message(msg)
+            event = parsed["event"]
             if event == zmq.EVENT_CONNECTED:
                 self._was_connected = True
+                self.unsecured = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.unsecured = False
             elif event == zmq.EVENT_DISCONNECTED and self._was_connected:
                 lost = True
+            elif event & _HANDSHAKE_FAILED:
+                refused = self._transport._on_refused
+                if refused is not None:
+                    refused(self, _describe_failure(event, int(parsed["value"])))
         if lost and not self.closed:
             self._transport._on_lost(self)
 
@@ -436,6 +502,34 @@ class ZmqLink:
         self._held.clear()
         if self._release_timer is not None:
             self._release_timer.cancel()
+
+
+def _recv_with_user(router: zmq.Socket[bytes]) -> tuple[bytes, str | None, list[bytes]]:
+    """One message and the User-Id its connection was admitted with (None if none)."""
+    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+    try:
+        found = frames[-1].get("User-Id")
+        user = found if isinstance(found, str) else None
+    except zmq.ZMQError:  # a connection no ZAP handler admitted: fail closed upstream
+        user = None
+    return frames[0].bytes, user, [f.bytes for f in frames[1:]]
+
+
+def _describe_failure(event: int, value: int) -> str:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "it refused our CURVE key (not on its allow-list, or bound to another name)"
+    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "security mismatch: one side uses CURVE (--curve-secret), the other does not"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and value == errno.EPIPE:
+        # A CURVE server hangs up without a reason on a NULL greeting and on a client
+        # that expected another server key: the client cannot tell which.
+        return (
+            "it hung up during the security handshake: a security mismatch (one side"
+            " uses CURVE, the other does not) or a wrong server key for the name given"
+        )
+    if value in (zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC, zmq.PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE):
+        return "the CURVE handshake failed (wrong server key?)"
+    return f"the security handshake failed (ZMTP error {value:#x})"
 
 
 def _set_zmtp_heartbeat(sock: zmq.Socket[bytes], cfg: NodeConfig) -> None:
