@@ -117,3 +117,41 @@ def test_join_refuses_a_malformed_discover_spec_naming_it() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "range:127.0.0.1:9-1" in result.stderr
+
+
+@pytest.mark.timeout(60)
+async def test_two_joined_nodes_find_each_other_by_gossip_and_count_forged_and_replayed() -> None:
+    import socket
+    import time
+
+    from zmesh.core import gossip_wire as gw
+
+    port = free_block(1)
+    group = "239.255.77.79"
+    spec = f"gossip:{group}:{port}"
+    g1 = start_join("g1", COOKIE, "--discover", spec)
+    g2 = start_join("g2", COOKIE, "--discover", spec)
+    try:
+        async with Node("watch", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(g1.address)
+            await wait_for(lambda: observer.nodes() == ["g1", "g2"], 10)
+            assert (await observer.node_info("g1"))["nodes"] == ["g2"]
+            key = gw.gossip_key(COOKIE.encode())
+            genuine = gw.encode(key, "ghost", "tcp://127.0.0.1:1", time.time(), os.urandom(16))
+            forged = gw.encode(b"k" * 32, "ghost", "tcp://127.0.0.1:1", time.time(), b"n" * 16)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                tx.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
+                )
+                for packet in (genuine, genuine, forged, genuine[:-5]):
+                    tx.sendto(packet, (group, port))
+            for _ in range(50):
+                stats = (await observer.node_info("g2"))["stats"]
+                if stats.get("gossip_forged", 0) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert stats.get("gossip_replayed") == 1
+            assert stats.get("gossip_forged") == 2  # the bad key, and the truncated tag
+    finally:
+        g1.stop()
+        g2.stop()
