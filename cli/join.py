@@ -25,6 +25,7 @@ from .common import (
     fail,
     run,
 )
+from .config_file import read_config
 from .logs import FORMATS, LEVELS, configure
 
 
@@ -33,8 +34,11 @@ def join(
         str | None, typer.Argument(help="Node name, unique in the cluster (default: host name).")
     ] = None,
     listen: Annotated[
-        str, typer.Option("--listen", "-l", help="Endpoint to bind (tcp:// or ipc://).")
-    ] = DEFAULT_LISTEN,
+        str | None,
+        typer.Option(
+            "--listen", "-l", help=f"Endpoint to bind (tcp:// or ipc://; default {DEFAULT_LISTEN})."
+        ),
+    ] = None,
     seed: SeedOpt = None,
     discover: Annotated[
         list[str] | None,
@@ -66,6 +70,14 @@ def join(
             help="Application to run once the node is up: module:start (async def "
             "start(node)) or module:Class (a zmesh.Application). Its top process exiting "
             "on its own ends the node (exit 1 unless it exited normal).",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="TOML file with these options (name, listen, advertise, discover, seed, "
+            "load, app, cookie, and a [node] table of NodeConfig fields); flags win.",
         ),
     ] = None,
     tick: Annotated[float | None, typer.Option(help="Heartbeat interval, seconds.")] = None,
@@ -100,7 +112,17 @@ def join(
     if log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}")
     configure(log_format, log_level)
-    options: dict[str, Any] = {
+    file = read_config(config) if config is not None else {}
+    name = name if name is not None else file.get("name")
+    listen = listen if listen is not None else file.get("listen", DEFAULT_LISTEN)
+    advertise = advertise if advertise is not None else file.get("advertise")
+    app = app if app is not None else file.get("app")
+    cookie = cookie if cookie is not None else file.get("cookie")
+    seed = seed or file.get("seed")
+    discover = discover or file.get("discover")
+    load = load or file.get("load")
+    options: dict[str, Any] = dict(file.get("node", {}))
+    options |= {
         k: v
         for k, v in (
             ("tick", tick),

@@ -155,3 +155,38 @@ async def test_two_joined_nodes_find_each_other_by_gossip_and_count_forged_and_r
     finally:
         g1.stop()
         g2.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_join_takes_discovery_app_and_node_settings_from_a_toml_config(
+    tmp_path: Path,
+) -> None:
+    first = start_join("c1", COOKIE)
+    config = tmp_path / "zmesh.toml"
+    config.write_text(
+        f'discover = ["static:{first.address}"]\n'
+        'app = "zmesh_test_app:app_start"\n'
+        "[node]\ntick = 0.2\ndown_after = 1.5\n"
+    )
+    second = start_join("c2", COOKIE, "--config", str(config))
+    try:
+        async with Node("watch", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(first.address)
+            await wait_for(lambda: observer.nodes() == ["c1", "c2"], 10)
+            await wait_for(lambda: observer.whereis("app_counter") is not None, 10)
+            assert observer.whereis("app_counter").node == "c2"  # type: ignore[union-attr]
+    finally:
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.timeout(30)
+def test_join_refuses_an_unknown_config_key_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "zmesh.toml"
+    config.write_text('discovery = ["gossip"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "zmesh", "join", "x", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, env=dict(os.environ, ZMESH_COOKIE="c"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "'discovery'" in result.stderr
