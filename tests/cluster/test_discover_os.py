@@ -190,3 +190,45 @@ def test_join_refuses_an_unknown_config_key_naming_it(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "'discovery'" in result.stderr
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("strategy", ["range", "file", "gossip", "dns"])
+async def test_a_sigkilled_node_restarted_is_found_again_by_each_strategy(
+    strategy: str, tmp_path: Path
+) -> None:
+    """s1 and s2 find each other only through `strategy`; s1 is SIGKILLed and started
+    again with the same flags, and the two are connected again."""
+    base = free_block(2)
+    a1, a2 = (f"tcp://127.0.0.1:{base + i}" for i in range(2))
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"{a1}\n{a2}\n")
+    specs = {
+        "range": (f"range:127.0.0.1:{base}-{base + 1}",) * 2,
+        "file": (f"file:{hosts}",) * 2,
+        "gossip": (f"gossip:239.255.77.80:{free_block(1)}",) * 2,
+        "dns": (f"dns:localhost:{base + 1}", f"dns:localhost:{base}"),
+    }[strategy]
+
+    def s1() -> Joined:
+        return start_join("s1", COOKIE, "--listen", a1, "--discover", specs[0])
+
+    first = s1()
+    second = start_join("s2", COOKIE, "--listen", a2, "--discover", specs[1])
+    try:
+        async with Node("watch", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(a2)
+            await wait_for(lambda: observer.nodes() == ["s1", "s2"], 10)
+            first.signal(signal.SIGKILL)
+            first.proc.wait(10)
+            await wait_for(lambda: observer.nodes() == ["s2"], 5)
+            first = s1()
+            await wait_for(lambda: observer.nodes() == ["s1", "s2"], 10)
+            for _ in range(50):
+                if (await observer.node_info("s2"))["nodes"] == ["s1"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await observer.node_info("s2"))["nodes"] == ["s1"]
+    finally:
+        first.stop()
+        second.stop()
