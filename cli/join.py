@@ -25,6 +25,7 @@ from .common import (
     fail,
     run,
 )
+from .config_file import read_config
 from .logs import FORMATS, LEVELS, configure
 
 
@@ -33,15 +34,51 @@ def join(
         str | None, typer.Argument(help="Node name, unique in the cluster (default: host name).")
     ] = None,
     listen: Annotated[
-        str, typer.Option("--listen", "-l", help="Endpoint to bind (tcp:// or ipc://).")
-    ] = DEFAULT_LISTEN,
+        str | None,
+        typer.Option(
+            "--listen", "-l", help=f"Endpoint to bind (tcp:// or ipc://; default {DEFAULT_LISTEN})."
+        ),
+    ] = None,
     seed: SeedOpt = None,
+    discover: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--discover",
+            help="How to find peers, polled forever (repeatable): static:ADDR[,ADDR...], "
+            "range:HOST_OR_CIDR:PORT[-PORT], file:PATH, gossip[:GROUP:PORT], dns:NAME:PORT.",
+        ),
+    ] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="Address peers are told to dial (default $ZMESH_ADVERTISE, else the bound "
+            "one; a wildcard bind advertises the host's routable IP).",
+        ),
+    ] = None,
     cookie: CookieOpt = None,
     curve_secret: CurveSecretOpt = None,
     allow: AllowOpt = None,
     load: Annotated[
         list[str] | None,
         typer.Option("--load", help="Module whose functions and classes peers may start here."),
+    ] = None,
+    app: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            help="Application to run once the node is up: module:start (async def "
+            "start(node)) or module:Class (a zmesh.Application). Its top process exiting "
+            "on its own ends the node (exit 1 unless it exited normal).",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="TOML file with these options (name, listen, advertise, discover, seed, "
+            "load, app, cookie, and a [node] table of NodeConfig fields); flags win.",
+        ),
     ] = None,
     tick: Annotated[float | None, typer.Option(help="Heartbeat interval, seconds.")] = None,
     down_after: Annotated[
@@ -75,7 +112,17 @@ def join(
     if log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}")
     configure(log_format, log_level)
-    options: dict[str, Any] = {
+    file = read_config(config) if config is not None else {}
+    name = name if name is not None else file.get("name")
+    listen = listen if listen is not None else file.get("listen", DEFAULT_LISTEN)
+    advertise = advertise if advertise is not None else file.get("advertise")
+    app = app if app is not None else file.get("app")
+    cookie = cookie if cookie is not None else file.get("cookie")
+    seed = seed or file.get("seed")
+    discover = discover or file.get("discover")
+    load = load or file.get("load")
+    options: dict[str, Any] = dict(file.get("node", {}))
+    options |= {
         k: v
         for k, v in (
             ("tick", tick),
@@ -92,19 +139,23 @@ def join(
             listen=listen,
             cookie=cookie,
             seeds=seed or [],
+            discovery=discover or [],
+            advertise=advertise,
             load=load or [],
             config=zmesh.NodeConfig(**options),
             curve=curve,
         )
-        code = run(serve(node), loop)
+        application = zmesh.Application.load(app) if app is not None else None
+        code = run(serve(node, application), loop)
     except zmesh.ZmeshError as exc:
         fail(str(exc))
     if code:
         raise typer.Exit(code)
 
 
-async def serve(node: zmesh.Node) -> int:
-    """Run `node` until a signal (0) or a fatal refusal (2)."""
+async def serve(node: zmesh.Node, app: zmesh.Application | None = None) -> int:
+    """Run `node` (and `app` on it) until a signal (0), a fatal refusal (2), or the
+    application's top process exiting on its own (0 if "normal", else 1)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,13 +166,26 @@ async def serve(node: zmesh.Node) -> int:
     unsubscribe = reporter.watch(node)  # before boot: the first attempt is reported too
     async with node:
         print(f"zmesh: node {node.name} up at {node.address}", flush=True)
+        if node.advertised != node.address:
+            print(f"zmesh: advertised as {node.advertised}", flush=True)
         metrics = node.info().get("metrics")
         if metrics:
             print(f"zmesh: metrics at {metrics}", flush=True)
-        await stop.wait()
+        if app is None:
+            await stop.wait()
+            ended: object = None
+        else:
+            try:
+                ended = await app.serve(node, stop)
+            except Exception as exc:  # the user's start/stop: report it, leave, exit 1
+                print(f"zmesh: application failed: {exc!r}", file=sys.stderr, flush=True)
+                ended = f"failed: {type(exc).__name__}"
         unsubscribe()
     if reporter.fatal:
         return USAGE
+    if ended is not None:
+        print(f"zmesh: node {node.name} left: its application ended ({ended})", flush=True)
+        return 0 if ended == zmesh.NORMAL else 1
     print(f"zmesh: node {node.name} left", flush=True)
     return 0
 

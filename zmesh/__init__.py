@@ -6,6 +6,7 @@ services placed by the ring that fail over and hand off.
 """
 
 from zmesh.core.ring import HashRing
+from zmesh.discovery import Strategy
 from zmesh.errors import (
     CallError,
     CallTimeout,
@@ -25,6 +26,7 @@ from zmesh.errors import (
     RemoteError,
     ZmeshError,
 )
+from zmesh.runtime.application import Application
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.curve import Curve, keygen
 from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
@@ -65,6 +67,7 @@ __all__ = [
     "NOREPLY",
     "NORMAL",
     "SHUTDOWN",
+    "Application",
     "CallError",
     "CallTimeout",
     "Caller",
@@ -98,6 +101,7 @@ __all__ = [
     "Ref",
     "RemoteError",
     "ServiceInfo",
+    "Strategy",
     "Supervisor",
     "SupervisorError",
     "ZmeshError",

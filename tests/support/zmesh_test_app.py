@@ -185,3 +185,35 @@ class SlowRestore(DistributedCounter):
             self.node.send(self.report_to, ("restoring", self.node.name))
         await asyncio.sleep(self.delay)
         self.count = state
+
+
+async def crashy(proc: zmesh.Process) -> None:
+    """Crash when told "crash"; ignore anything else."""
+    while True:
+        if await proc.receive() == "crash":
+            raise RuntimeError("asked to crash")
+
+
+async def app_start(node: zmesh.Node) -> zmesh.Pid:
+    """`--app zmesh_test_app:app_start`: a supervisor over a registered Counter and a
+    registered crashy worker; a second crash within 10 s ends the supervisor."""
+    return await node.start_supervisor(
+        [zmesh.child(Counter, 0, name="app_counter"), zmesh.child(crashy, name="app_crashy")],
+        max_restarts=1,
+        max_seconds=10.0,
+    )
+
+
+class App(zmesh.Application):
+    """The class form; `stop` appends "stop" to $ZMESH_TEST_APP_MARK, and the Counter's
+    pid is still registered then (the tree stops after `stop`)."""
+
+    async def start(self, node: zmesh.Node) -> zmesh.Pid | None:
+        return await app_start(node)
+
+    async def stop(self, node: zmesh.Node) -> None:
+        import os
+
+        alive = node.whereis("app_counter") is not None
+        with open(os.environ["ZMESH_TEST_APP_MARK"], "a") as f:
+            f.write(f"stop counter_alive={alive}\n")

@@ -23,11 +23,14 @@ class NodeConfig:
     handshake_timeout: float = 5.0
     #: How often seeds that are not connected are retried.
     seed_retry: float = 0.5
-    #: How long a peer lost without a goodbye (its connection closed, or it fell silent)
-    #: is retried like a seed, so two nodes that both gave up on each other during a
-    #: pause or a partition find each other again even if neither names the other as
-    #: a seed. A peer that said goodbye is not retried.
-    reconnect_window: float = 60.0
+    #: A peer lost without a goodbye (its connection closed, or it fell silent) is
+    #: retried forever, so two nodes that both gave up on each other during a pause or
+    #: a partition, or a node restarted at its old address, find each other again even
+    #: if neither names the other as a seed. The delay before retry n is
+    #: `min(reconnect_cap, reconnect_base * 2**n)`, less up to half of it at random
+    #: (jitter). A peer that said goodbye is not retried.
+    reconnect_base: float = 0.25
+    reconnect_cap: float = 1.5
     #: Largest encoded message; larger sends raise EncodeError, larger frames are refused.
     max_message_size: int = 8 * 1024 * 1024
     #: Bytes queued for one peer beyond which `send` raises QueueFull (backpressure).
@@ -79,6 +82,11 @@ class NodeConfig:
         if self.down_after <= self.tick:
             raise ConfigError(
                 f"NodeConfig.down_after ({self.down_after}) must exceed tick ({self.tick})"
+            )
+        if self.reconnect_base > self.reconnect_cap:
+            raise ConfigError(
+                f"NodeConfig.reconnect_base ({self.reconnect_base}) must not exceed "
+                f"reconnect_cap ({self.reconnect_cap})"
             )
         port = self.metrics_port
         if port is not None and (type(port) is not int or not 0 <= port <= 65535):

@@ -23,9 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core import protocol as proto
+from zmesh.core.advertise import advertised_address, check_advertise, is_wildcard
 from zmesh.core.codec import Codec, Limits
 from zmesh.core.protocol import Kind
 from zmesh.errors import ConfigError, DecodeError
+from zmesh.runtime.advertise import routable_ip
 from zmesh.runtime.cookie import default_cookie
 from zmesh.runtime.curve import AllowList, Curve, KeyPair, load_keypair
 from zmesh.runtime.handshake import Handshake
@@ -37,6 +39,7 @@ from zmesh.runtime.transport import OutLink, ZmqTransport
 from zmesh.terms import NOCONNECTION, Pid
 
 if TYPE_CHECKING:
+    from zmesh.discovery.strategy import Strategy
     from zmesh.runtime.node import Node
 
 __all__ = ["CastHandler", "Distribution", "NodeListener", "Peer", "RequestHandler"]
@@ -59,6 +62,7 @@ class Distribution:
         cookie: bytes | None,
         load: Sequence[str],
         curve: Curve | None = None,
+        advertise: str | None = None,
     ) -> None:
         self.node = node
         self.config = node.config
@@ -80,7 +84,14 @@ class Distribution:
         self.load = frozenset(load)
         import_all(self.load)
         self.codec = Codec(Limits(max_size=self.config.max_message_size))
-        self.address = ""
+        self.address = ""  # bound
+        #: What peers are told to dial (HELLO, CHALLENGE, PEERS): see zmesh.core.advertise.
+        self.advertised = ""
+        self._advertise = check_advertise(advertise) if advertise is not None else None
+        self._routable: str | None = None
+        if self._advertise is None and is_wildcard(listen):
+            self._routable = routable_ip()
+            advertised_address(listen, None, self._routable)  # refuse now, before binding
         self._transport: ZmqTransport | None = None
         self.sessions: dict[str, Peer] = {}  # up or connecting, by name
         self.trusted: dict[bytes, Peer] = {}  # by the DEALER identity that proved the cookie
@@ -131,7 +142,7 @@ class Distribution:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, seeds: Sequence[str]) -> None:
+    async def start(self, seeds: Sequence[str], discovery: Sequence[Strategy] = ()) -> None:
         self._transport = ZmqTransport(
             self.config,
             self._on_frame,
@@ -142,7 +153,8 @@ class Distribution:
             on_zap_refused=self._on_zap_refused,
         )
         self.address = self._transport.bind(self._listen)
-        self._membership.start(seeds)
+        self.advertised = advertised_address(self.address, self._advertise, self._routable)
+        self._membership.start(seeds, discovery)
         if self.allow is not None:
             self.spawn_task(self._watch_allow_list())
 

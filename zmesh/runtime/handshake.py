@@ -136,7 +136,7 @@ class Handshake:
         self._outbound[nonce] = attempt
         me = dist.node
         dist.emit_link(
-            link, Kind.HELLO, proto.VERSION, me.name, me.creation, dist.address, nonce, me.hidden
+            link, Kind.HELLO, proto.VERSION, me.name, me.creation, dist.advertised, nonce, me.hidden
         )
 
         def finished(_: object) -> None:
@@ -309,14 +309,14 @@ class Handshake:
         me = dist.node
         my_proof = proto.proof(self._cookie, b"challenge", nonce, me.name, name)
         dist.emit_link(
-            link, Kind.CHALLENGE, proto.VERSION, me.name, me.creation, dist.address,
+            link, Kind.CHALLENGE, proto.VERSION, me.name, me.creation, dist.advertised,
             nonce, reply_nonce, my_proof, me.hidden,
         )  # fmt: skip
 
     def _name_clash(self, name: str, creation: int, address: str) -> str:
         dist = self._dist
         if name == dist.node.name:
-            return f"the name {name!r} is taken by the node at {dist.address}"
+            return f"the name {name!r} is taken by the node at {dist.advertised}"
         existing = dist.sessions.get(name)
         if existing is not None and existing.up and existing.address != address:
             return f"the name {name!r} is taken by the node at {existing.address}"

@@ -143,7 +143,8 @@ class Inspector:
         ring = node._ring.ring if node._ring is not None else None
         return {
             "name": node.name,
-            "address": node.address,
+            "address": node.advertised,  # what peers dial; "bound" is the socket's own
+            "bound": node.address,
             "creation": node.creation,
             "hidden": node.hidden,
             "os_pid": os.getpid(),

@@ -18,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from zmesh.core.backoff import Backoff
 from zmesh.core.protocol import Kind, check_type
 from zmesh.errors import ConnectError
 from zmesh.runtime.curve import parse_address
+from zmesh.runtime.discovery_loop import discovery_loop
 from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION
 
 if TYPE_CHECKING:
+    from zmesh.discovery.strategy import Strategy
     from zmesh.runtime.dist import Distribution
 
 log = logging.getLogger("zmesh.dist")
@@ -65,11 +69,15 @@ class Membership:
         self._dist = dist
         self._listeners: list[tuple[NodeListener, bool]] = []  # (listener, include_hidden)
         self._seeds: list[str] = []
-        self._lost: dict[str, float] = {}  # address of a peer lost without a goodbye -> until
-        self._retried: dict[str, float] = {}  # address -> when it was last retried
+        # Address of a peer lost without a goodbye -> (attempts so far, next retry time).
+        self._lost: dict[str, tuple[int, float]] = {}
+        self._backoff = Backoff(
+            base=dist.config.reconnect_base, cap=dist.config.reconnect_cap, jitter=0.5
+        )
         self.paused = False
+        self.seeding = True  # discovery loops join what they find while this holds
 
-    def start(self, seeds: Sequence[str]) -> None:
+    def start(self, seeds: Sequence[str], discovery: Sequence[Strategy] = ()) -> None:
         self._seeds = []
         for spec in seeds:
             name, address = parse_address(spec)
@@ -79,9 +87,13 @@ class Membership:
         self._dist.spawn_task(self._tick_loop())
         if self._seeds:
             self._dist.spawn_task(self._seed_loop())
+        for strategy in discovery:
+            self._dist.spawn_task(discovery_loop(self, strategy))
 
     def stop_seeding(self) -> None:
+        """Stop joining seeds and discovered addresses (the node is leaving)."""
         self._seeds = []
+        self.seeding = False
 
     # -- the view ---------------------------------------------------------------------------
 
@@ -152,12 +164,15 @@ class Membership:
         retry: bool = False,
     ) -> None:
         """Drop a session: close its link, fire every link and monitor across it. With
-        `retry` (lost without a goodbye), its address is retried for `reconnect_window`."""
+        `retry` (lost without a goodbye), its address is retried forever with capped,
+        jittered backoff; a goodbye (BYE) ends the retrying."""
         dist = self._dist
         was_up = peer.up
-        if retry and was_up and peer.address != dist.address:
-            until = asyncio.get_running_loop().time() + dist.config.reconnect_window
-            self._lost[peer.address] = until
+        if retry and was_up and peer.address not in (dist.address, dist.advertised):
+            now = asyncio.get_running_loop().time()
+            self._lost[peer.address] = (0, now + self._backoff.delay(0, random.random()))
+        elif not retry:
+            self._lost.pop(peer.address, None)
         peer.up = False
         if dist.sessions.get(peer.name) is peer:
             del dist.sessions[peer.name]
@@ -231,35 +246,47 @@ class Membership:
                 self._retry_lost(now)
 
     def _retry_lost(self, now: float) -> None:
-        """Connect again to peers lost without a goodbye (every `seed_retry`, for
-        `reconnect_window`); forget those that are back or out of time."""
+        """Connect again to peers lost without a goodbye, each after its backoff delay;
+        forget those that are back."""
         dist = self._dist
-        connected = {a for p in dist.sessions.values() if p.up for a in (p.address, p.link.address)}
-        for address, until in list(self._lost.items()):
-            if until < now or address in connected:
+        connected = self.connected_addresses()
+        for address, (attempts, due) in list(self._lost.items()):
+            if address in connected:
                 del self._lost[address]
-                self._retried.pop(address, None)
-            elif (
-                not dist._handshake.pending(address)
-                and now - self._retried.get(address, 0.0) >= dist.config.seed_retry
-            ):
-                self._retried[address] = now
+            elif due <= now and not dist._handshake.pending(address):
+                delay = self._backoff.delay(attempts + 1, random.random())
+                self._lost[address] = (attempts + 1, now + delay)
                 dist._handshake.start_connect(address)
+
+    def connected_addresses(self) -> set[str]:
+        """Addresses (advertised and dialled) of the peers that are up."""
+        return {
+            a for p in self._dist.sessions.values() if p.up for a in (p.address, p.link.address)
+        }
+
+    def join_missing(self, addresses: Sequence[str]) -> None:
+        """Start a handshake with each of `addresses` not connected, pending or our own;
+        a failed attempt is reported to the node's seed-error listeners."""
+        dist = self._dist
+        connected = self.connected_addresses()
+        for spec in addresses:
+            name, address = parse_address(spec)
+            if (
+                address in (dist.address, dist.advertised)
+                or address in connected
+                or dist._handshake.pending(address)
+            ):
+                continue
+            if name is not None:
+                dist._handshake.pin(address, name)
+            attempt = dist._handshake.start_connect(address)
+            attempt.add_done_callback(functools.partial(self._seed_done, address))
 
     async def _seed_loop(self) -> None:
         """Keep joining seeds that are not connected, so start order does not matter."""
-        dist = self._dist
         while self._seeds:
-            connected = {
-                a for p in dist.sessions.values() if p.up for a in (p.address, p.link.address)
-            }
-            for address in self._seeds:
-                if address == dist.address or dist._handshake.pending(address):
-                    continue
-                if address not in connected:
-                    attempt = dist._handshake.start_connect(address)
-                    attempt.add_done_callback(functools.partial(self._seed_done, address))
-            await asyncio.sleep(dist.config.seed_retry)
+            self.join_missing(self._seeds)
+            await asyncio.sleep(self._dist.config.seed_retry)
 
     def _seed_done(self, address: str, attempt: asyncio.Future[str]) -> None:
         if attempt.cancelled():

@@ -20,6 +20,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from zmesh.core.advertise import check_advertise
+from zmesh.discovery import Strategy, from_spec
 from zmesh.errors import (
     ConfigError,
     ConnectError,
@@ -66,6 +68,15 @@ class Node(Signals, Behaviours):
     with CurveZMQ: only keys on the allow-list connect, each under the name its
     certificate binds; the node's own name must be its key's. Seeds and `connect`
     take `NAME@tcp://HOST:PORT` so the server key is known before the handshake.
+
+    `discovery` lists ways to find peers, polled forever: `zmesh.discovery` strategies
+    (`Static`, `Range`, `HostsFile`, or any `zmesh.Strategy`) or their `--discover`
+    spellings (`"range:127.0.0.1:7000-7010"`); a malformed spelling raises ConfigError.
+
+    `advertise` (else `$ZMESH_ADVERTISE`) is the address peers are told to dial, when
+    it differs from the bound one (NAT, containers). Binding a wildcard such as
+    `tcp://0.0.0.0:7000` without it advertises the host's routable IPv4 address (the
+    source address of its outward route), or raises ConfigError when there is none.
     """
 
     def __init__(
@@ -79,6 +90,8 @@ class Node(Signals, Behaviours):
         config: NodeConfig | None = None,
         hidden: bool = False,
         curve: Curve | None = None,
+        discovery: Sequence[Strategy | str] = (),
+        advertise: str | None = None,
     ) -> None:
         self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
         _check_node_name(self.name)
@@ -90,6 +103,11 @@ class Node(Signals, Behaviours):
         self._listen = listen
         self._cookie = cookie.encode() if isinstance(cookie, str) else cookie
         self._seeds = list(seeds)
+        advertise = advertise if advertise is not None else os.environ.get("ZMESH_ADVERTISE")
+        self._advertise = check_advertise(advertise) if advertise else None
+        self._discovery: list[Strategy] = [
+            from_spec(s) if isinstance(s, str) else s for s in discovery
+        ]
         self._load = list(load)
         #: CurveZMQ encryption and the key allow-list (see `zmesh.Curve`); None: cookie only.
         self.curve = curve
@@ -139,9 +157,13 @@ class Node(Signals, Behaviours):
         if self._listen is not None:
             from zmesh.runtime.dist import Distribution
 
-            self._dist = Distribution(self, self._listen, self._cookie, self._load, self.curve)
-        elif self._seeds:
-            raise ConfigError("seeds given to a node without `listen`: nothing to join with")
+            self._dist = Distribution(
+                self, self._listen, self._cookie, self._load, self.curve, self._advertise
+            )
+        elif self._seeds or self._discovery:
+            raise ConfigError(
+                "seeds or discovery given to a node without `listen`: nothing to join with"
+            )
         from zmesh.runtime.groups import Groups
         from zmesh.runtime.live_ring import LiveRing
         from zmesh.runtime.registry import Registry
@@ -155,7 +177,7 @@ class Node(Signals, Behaviours):
         await self._inspector.start()
         self._services.append(self._inspector)
         if self._dist is not None:
-            await self._dist.start(self._seeds)
+            await self._dist.start(self._seeds, self._discovery)
 
     async def stop(self) -> None:
         """Tell peers we leave, end every process, close every socket; idempotent."""
@@ -231,6 +253,13 @@ class Node(Signals, Behaviours):
     def address(self) -> str | None:
         """The bound endpoint (e.g. "tcp://127.0.0.1:53211"), or None for a local-only node."""
         return self._dist.address if self._dist is not None else None
+
+    @property
+    def advertised(self) -> str | None:
+        """The address peers are told to dial: `advertise` (else `$ZMESH_ADVERTISE`),
+        else the bound address with a wildcard host replaced by the host's routable IP.
+        None on a local-only node or before `boot`."""
+        return self._dist.advertised if self._dist is not None else None
 
     def make_ref(self) -> Ref:
         """A reference unique across this node's incarnation."""
