@@ -12,61 +12,18 @@ Targets (issue 14): CURVE one-way >= 0.7x plain; round trip <= 1.3x plain.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench_remote import percentile, run
+from bench_remote import percentile, run, start_far_node, zmesh_one_way, zmesh_round_trip
 from progress import each, stages
 
 import zmesh
 
 HERE = Path(__file__).resolve().parent
-
-
-def start_far(curve: list[str], use_uvloop: bool) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ, ZMESH_COOKIE="bench", PYTHONPATH=str(HERE))
-    loop = "uvloop" if use_uvloop else "asyncio"
-    cmd = [sys.executable, "-m", "zmesh", "join", "far", "--listen", "tcp://127.0.0.1:0",
-           "--load", "bench_app", "--loop", loop, "--log-level", "warning", *curve]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().split()[-1]
-
-
-async def one_way(address: str, curve: zmesh.Curve | None, n: int) -> float:
-    async with zmesh.Node("near", cookie="bench", curve=curve) as node:
-        await node.connect(f"far@{address}")
-        async with node.process() as me:
-            sink = await node.spawn_remote("far", "bench_app:sink", me.pid, n)
-            send = node.send
-            start = time.perf_counter()
-            for i in range(n):
-                send(sink, (b"pid", i, "x" * 64))
-                if i % 1000 == 999:
-                    await asyncio.sleep(0)
-            assert await me.receive(timeout=120) == ("done", n)
-            return n / (time.perf_counter() - start)
-
-
-async def round_trip(address: str, curve: zmesh.Curve | None, n: int) -> list[float]:
-    async with zmesh.Node("near", cookie="bench", curve=curve) as node:
-        await node.connect(f"far@{address}")
-        async with node.process() as me:
-            echo = await node.spawn_remote("far", "bench_app:echo")
-            samples = []
-            for i in range(n):
-                t = time.perf_counter()
-                node.send(echo, (me.pid, (b"pid", i, "x" * 64)))
-                await me.receive()
-                samples.append(time.perf_counter() - t)
-            return samples
+LOG = ["--log-level", "warning"]
 
 
 def main() -> None:
@@ -88,8 +45,8 @@ def main() -> None:
         "plain": ([], []),
         "curve": ([], []),
     }
-    plain, plain_addr = start_far([], args.uvloop)
-    secure, secure_addr = start_far(far_flags, args.uvloop)
+    plain, plain_addr = start_far_node(args.uvloop, LOG)
+    secure, secure_addr = start_far_node(args.uvloop, [*LOG, *far_flags])
     try:
         with stages(args.repeat * 2, "curve vs plain") as step:
             for _ in each(range(args.repeat), step, "round"):
@@ -98,8 +55,8 @@ def main() -> None:
                     ("curve", secure_addr, near_curve),
                 ):
                     ow, rt = figures[label]
-                    ow.append(run(one_way(address, curve, args.messages), args.uvloop))
-                    rt.append(run(round_trip(address, curve, args.rounds), args.uvloop))
+                    ow.append(run(zmesh_one_way(address, args.messages, curve), args.uvloop))
+                    rt.append(run(zmesh_round_trip(address, args.rounds, curve), args.uvloop))
     finally:
         for proc in (plain, secure):
             proc.terminate()

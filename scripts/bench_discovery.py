@@ -13,34 +13,18 @@ import asyncio
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+
+from ports import free_block
 
 import zmesh
 
 COOKIE = "bench-discovery"
-
-
-def free_block(width: int) -> int:
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        held = []
-        try:
-            for port in range(base, base + width):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free port block")
 
 
 def launch(name: str, listen: str, *args: str) -> subprocess.Popen[str]:

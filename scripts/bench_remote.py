@@ -17,7 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import zmq
@@ -80,21 +82,26 @@ def raw(mode: str, n: int) -> list[float] | float:
 # -- zmesh ----------------------------------------------------------------------------------
 
 
-def start_far_node(use_uvloop: bool) -> tuple[subprocess.Popen[str], str]:
+def start_far_node(
+    use_uvloop: bool, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[str], str]:
+    """`zmesh join far` in another process (with `extra` flags); the process, its address."""
     env = dict(os.environ, ZMESH_COOKIE="bench", PYTHONPATH=str(HERE))
     cmd = [sys.executable, "-m", "zmesh", "join", "far", "--listen", "tcp://127.0.0.1:0",
-           "--load", "bench_app", "--loop", "uvloop" if use_uvloop else "asyncio"]  # fmt: skip
+           "--load", "bench_app", "--loop", "uvloop" if use_uvloop else "asyncio",
+           *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     return proc, line.split()[-1]
 
 
-async def zmesh_one_way(address: str, n: int) -> float:
+async def zmesh_one_way(address: str, n: int, curve: Any = None) -> float:
     import zmesh
 
-    async with zmesh.Node("near", cookie="bench") as node:
-        await node.connect(address)
+    # "far@" pins the far node's CURVE key when `curve` is given; plain nodes ignore it.
+    async with zmesh.Node("near", cookie="bench", curve=curve) as node:
+        await node.connect(f"far@{address}")
         async with node.process() as me:
             sink = await node.spawn_remote("far", "bench_app:sink", me.pid, n)
             send = node.send
@@ -107,11 +114,11 @@ async def zmesh_one_way(address: str, n: int) -> float:
             return n / (time.perf_counter() - start)
 
 
-async def zmesh_round_trip(address: str, n: int) -> list[float]:
+async def zmesh_round_trip(address: str, n: int, curve: Any = None) -> list[float]:
     import zmesh
 
-    async with zmesh.Node("near", cookie="bench") as node:
-        await node.connect(address)
+    async with zmesh.Node("near", cookie="bench", curve=curve) as node:
+        await node.connect(f"far@{address}")
         async with node.process() as me:
             echo = await node.spawn_remote("far", "bench_app:echo")
             samples = []

@@ -25,14 +25,10 @@ import argparse
 import asyncio
 import logging
 import os
-import re
-import selectors
 import signal
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,91 +36,40 @@ HERE = Path(__file__).resolve().parent
 SUPPORT = HERE.parent / "tests" / "support"  # zmesh_test_app: DistributedCounter, Counter
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(SUPPORT))
+# The joined nodes import zmesh_test_app too (tests/support/joined.py passes the env on).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p
+)
 
 from bench_remote import percentile, raw  # noqa: E402
+from joined import Joined  # noqa: E402
+from joined import start_join as joined_start  # noqa: E402
 
 import zmesh  # noqa: E402
 from zmesh.testing import Cluster  # noqa: E402
+from zmesh.testing import wait_until as testing_wait_until  # noqa: E402
 
 COOKIE = "bench-services"
 SERVICE = "zmesh_test_app:DistributedCounter"
 PLAIN = "zmesh_test_app:Counter"
 ME = "bench"
-LINE = re.compile(r"zmesh: node (\S+) up at (\S+)")
 
 
 # -- `zmesh join` OS processes ----------------------------------------------------------------
 
 
-@dataclass
-class Joined:
-    name: str
-    address: str
-    proc: subprocess.Popen[str]
-
-
 def start_join(name: str, seeds: list[str], loop: str) -> Joined:
-    cmd = [sys.executable, "-m", "zmesh", "join", name, "--listen", "tcp://127.0.0.1:0",
-           "--load", "zmesh_test_app", "--loop", loop]  # fmt: skip
-    for seed in seeds:
-        cmd += ["--seed", seed]
-    path = os.pathsep.join(p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, ZMESH_COOKIE=COOKIE, PYTHONPATH=path)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 20
-    seen = []
-    while time.monotonic() < deadline and sel.select(max(deadline - time.monotonic(), 0)):
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = LINE.search(line)
-        if match:
-            sel.close()
-            drain(proc)
-            return Joined(match.group(1), match.group(2), proc)
-    proc.kill()
-    raise RuntimeError(f"{cmd} did not come up: {''.join(seen)!r}")
-
-
-def drain(proc: subprocess.Popen[str]) -> None:
-    """Read the node's output on a thread (shown with BENCH_VERBOSE=1), so a chatty node
-    never blocks on a full pipe."""
-    import threading
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if os.environ.get("BENCH_VERBOSE"):
-                sys.stderr.write(line)
-
-    threading.Thread(target=read, daemon=True).start()
+    """`zmesh join NAME --load zmesh_test_app` in another process, seeded as given."""
+    flags = [f for seed in seeds for f in ("--seed", seed)]
+    return joined_start(name, COOKIE, "--loop", loop, *flags)
 
 
 def stop_join(joined: Joined) -> None:
-    if joined.proc.poll() is None:
-        joined.proc.send_signal(signal.SIGCONT)
-        joined.proc.send_signal(signal.SIGTERM)
-    try:
-        joined.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        joined.proc.kill()
-        joined.proc.wait(10)
+    joined.stop()
 
 
 async def wait_until(predicate: Any, timeout: float, what: str) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not predicate():
-        if loop.time() - start > timeout:
-            raise RuntimeError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.005)
-    return loop.time() - start
+    return await testing_wait_until(predicate, timeout, what=what)
 
 
 async def mesh_whole(node: zmesh.Node, names: list[str], timeout: float = 20.0) -> None:

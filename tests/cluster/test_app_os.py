@@ -58,8 +58,7 @@ async def test_the_top_supervisor_past_its_intensity_ends_join_with_exit_one() -
             await wait_for(lambda: observer.whereis("app_crashy") not in (None, first), 10)
             observer.send("app_crashy", "crash")  # the second restart in 10 s: too many
             assert node.proc.wait(15) == 1
-        assert node.proc.stdout is not None
-        assert "its application ended (shutdown)" in node.proc.stdout.read()
+        assert "its application ended (shutdown)" in node.output()
     finally:
         node.stop()
 

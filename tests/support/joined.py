@@ -1,4 +1,9 @@
-"""Start `zmesh join` as real OS processes and read the address each one prints."""
+"""Start `zmesh join` as real OS processes and read the address each one prints.
+
+After the address, a thread keeps reading the node's output (stdout and stderr), so a
+chatty node never blocks on a full pipe; `Joined.output()` returns all of it once the
+process has exited (`ZMESH_JOIN_VERBOSE=1` echoes it to stderr as it comes).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LINE = re.compile(r"zmesh: node (\S+) up at (\S+)")
 
@@ -19,6 +25,15 @@ class Joined:
     name: str
     address: str
     proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def output(self, timeout: float = 10.0) -> str:
+        """Everything the node printed, once it has exited (waits up to `timeout`)."""
+        self.proc.wait(timeout)
+        if self.reader is not None:
+            self.reader.join(timeout)
+        return "".join(self.lines)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -58,6 +73,19 @@ def start_join(name: str, cookie: str, *args: str, timeout: float = 20.0) -> Joi
         seen.append(line)
         match = LINE.search(line)
         if match:
-            return Joined(match.group(1), match.group(2), proc)
+            sel.close()
+            joined = Joined(match.group(1), match.group(2), proc, seen)
+            joined.reader = threading.Thread(target=_drain, args=(joined,), daemon=True)
+            joined.reader.start()
+            return joined
     proc.kill()
     raise RuntimeError(f"{cmd} did not come up: {''.join(seen)!r}")
+
+
+def _drain(joined: Joined) -> None:
+    assert joined.proc.stdout is not None
+    verbose = bool(os.environ.get("ZMESH_JOIN_VERBOSE"))
+    for line in joined.proc.stdout:
+        joined.lines.append(line)
+        if verbose:
+            sys.stderr.write(f"[{joined.name}] {line}")

@@ -130,8 +130,8 @@ class FailsInit(zmesh.GenServer):
         raise ValueError("init refuses")
 
 
-class SlowHandoff(DistributedCounter):
-    """A counter whose handoff tells `report_to` it began, then takes `delay` seconds."""
+class _Reporting(DistributedCounter):
+    """A counter that reports a step of its move to `report_to`, which takes `delay` s."""
 
     async def init(
         self, start: int = 0, report_to: zmesh.Pid | None = None, delay: float = 0.5
@@ -139,6 +139,10 @@ class SlowHandoff(DistributedCounter):
         self.count = start
         self.report_to = report_to
         self.delay = delay
+
+
+class SlowHandoff(_Reporting):
+    """A counter whose handoff tells `report_to` it began, then takes `delay` seconds."""
 
     async def handoff(self) -> int:
         if self.report_to is not None:
@@ -170,15 +174,8 @@ class SlowTerminate(DistributedCounter):
         await asyncio.sleep(self.delay)
 
 
-class SlowRestore(DistributedCounter):
+class SlowRestore(_Reporting):
     """A counter whose restore tells `report_to` it began, then takes `delay` seconds."""
-
-    async def init(
-        self, start: int = 0, report_to: zmesh.Pid | None = None, delay: float = 0.5
-    ) -> None:
-        self.count = start
-        self.report_to = report_to
-        self.delay = delay
 
     async def restore(self, state: int) -> None:
         if self.report_to is not None:

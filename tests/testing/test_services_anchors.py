@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from ports import free_block
 
 import zmesh
 from zmesh import Pid
@@ -18,16 +18,6 @@ from zmesh.testing import TEST_CONFIG, Cluster, wait_until
 pytestmark = [pytest.mark.zmesh_nodes(3, load=["zmesh_test_app"]), pytest.mark.timeout(90)]
 
 COUNTER = "zmesh_test_app:DistributedCounter"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def owned_by(c: Cluster, owner: str, prefix: str = "svc", among: list[str] | None = None) -> str:
@@ -266,7 +256,8 @@ async def test_swarm_136_4_nodes_starting_at_once_while_spawning_never_hang() ->
     """Four nodes boot at the same moment, each naming the others as seeds, and each
     spawns services right away: nobody waits on a peer that waits on it."""
     cookie = secrets.token_hex(8)
-    addresses = [f"tcp://127.0.0.1:{port}" for port in free_ports(4)]
+    base = free_block(4)
+    addresses = [f"tcp://127.0.0.1:{base + i}" for i in range(4)]
     nodes = [
         zmesh.Node(
             f"b{i}",
