@@ -87,10 +87,7 @@ class Behaviours:
             pid = self.spawn(_named_server, cls, args, me.pid, name)
             ref = me.monitor(pid)
             ack = await me.receive(
-                lambda m: (
-                    (type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid)
-                    or (type(m) is Down and m.ref == ref)
-                ),
+                gen_server.started_or_down(pid, ref),
                 timeout=timeout,
             )
             if type(ack) is not Down and not ack[2]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -289,6 +290,19 @@ def _call_failed(target: Pid, reason: object) -> NoProc:
         what = "does not exist" if reason == "noproc" else "is on a node that was lost"
         return NoProc(f"{target} {what}")
     return CallError(target, reason)
+
+
+def started_or_down(pid: Pid, ref: Ref) -> Callable[[object], bool]:
+    """A `receive` match for a starter: the `("$gen_init", pid, ok, reason)` ack that
+    `serve` sends once `init` is done (or failed), or the `Down` of monitor `ref` if
+    the server died first."""
+
+    def match(m: object) -> bool:
+        return (
+            type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid
+        ) or (type(m) is Down and m.ref == ref)
+
+    return match
 
 
 def is_server(obj: object) -> bool:

@@ -88,10 +88,7 @@ async def launch(
         ref = me.monitor(pid)
         try:
             ack = await me.receive(
-                lambda m: (
-                    (type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid)
-                    or (type(m) is Down and m.ref == ref)
-                ),
+                gen_server.started_or_down(pid, ref),
                 timeout=timeout,
             )
         except TimeoutError:
