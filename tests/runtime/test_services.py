@@ -372,3 +372,56 @@ async def test_hidden_tool_nodes_coming_and_going_leave_no_trace_in_membership(
         services = node._need_services()
         assert services.members.names() == ["n1", "n2", "n3"]
         assert not services._gone and set(services._caps) <= {"n1", "n2", "n3"}
+
+
+@pytest.mark.parametrize(
+    ("op", "body"),
+    [
+        ("svc.add", ["x", "m:S", [], "permanent"]),
+        ("svc.add", ["x", "m:S", (), "forever", False, 3, 5.0, 1.0, "n2", 1]),
+        ("svc.remove", ["x", ["not a time", "n2", 1]]),
+        ("svc.table", [[["x"]], [], [], [{}, {}]]),
+        ("svc.table", "garbage"),
+        ("svc.failed", ["x", 42]),
+        ("svc.leaving", "n3"),  # n2 announcing n3's leave
+        ("svc.release", [1, 2]),
+        ("svc.caps", [1]),
+    ],
+)
+async def test_malformed_service_casts_are_refused_counted_and_harmless(
+    zmesh_cluster: Cluster, op: str, body: object
+) -> None:
+    c = zmesh_cluster
+    await c["n1"].spawn_service("keep", COUNTER, 0)
+    before = c["n1"].stats().get("bad_envelopes", 0)
+    dist = c["n2"]._dist
+    assert dist is not None
+    dist.cast("n1", op, body)
+    await wait_until(lambda: c["n1"].stats().get("bad_envelopes", 0) == before + 1, 5)
+    assert [s.name for s in c["n1"].services()] == ["keep"]
+    assert await c["n2"].call("keep", "increment") == 1
+    assert c["n1"].nodes() == ["n2", "n3"]
+
+
+@pytest.mark.parametrize(
+    ("op", "body"),
+    [
+        ("svc.create", ["x"]),
+        ("svc.create", ["x", "nocolon", (), "permanent", False, 3, 5.0]),
+        ("svc.stop", 42),
+        ("svc.hold", ["n3", [["x", "not a pid"]]]),  # a mover other than the sender
+        ("svc.takeover", [["x", [1.0, "n2", 1], "yes", None]]),
+    ],
+)
+async def test_malformed_service_requests_get_a_typed_error_and_the_node_serves_on(
+    zmesh_cluster: Cluster, op: str, body: object
+) -> None:
+    c = zmesh_cluster
+    await c["n1"].spawn_service("keep", COUNTER, 0)
+    dist = c["n2"]._dist
+    assert dist is not None
+    with pytest.raises(zmesh.ZmeshError, match=r"malformed|must be|module:qualname"):
+        await dist.request("n1", op, body, 5.0)
+    assert c["n1"].stats().get("bad_requests", 0) >= 1
+    assert [s.name for s in c["n1"].services()] == ["keep"]
+    assert await c["n2"].call("keep", "increment") == 1
