@@ -11,6 +11,7 @@ import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psutil
 import pytest
 import zmesh_test_app as app
 import zmq
@@ -387,6 +388,7 @@ async def test_abuse_is_closed_within_the_handshake_interval(
     curved: tuple[zmesh.Node, zmesh.Node], payload: bytes
 ) -> None:
     a, b = curved
+    rss_before = psutil.Process().memory_info().rss
     socks = [raw_tcp(a.address) for _ in range(10)]
     for sock in socks:
         if payload:
@@ -395,4 +397,6 @@ async def test_abuse_is_closed_within_the_handshake_interval(
     for sock in socks:
         sock.close()
     assert max(took) < 3.0  # HANDSHAKE_IVL is 2 s
+    # Memory stays bounded: nothing near a declared 1 GiB (x10 clients) is allocated.
+    assert psutil.Process().memory_info().rss - rss_before < 64 * 1024 * 1024
     await exchange(a, b)
