@@ -1,0 +1,145 @@
+"""Version vectors, and the sibling values of one key kept with dotted version vectors.
+
+A version vector maps a writer to how many of its writes are known. ``descends(a, b)``
+means `a` has seen all of `b`; two vectors neither of which descends the other are
+concurrent. `merge` is their least upper bound.
+
+`Siblings` is the value of one key in the partitioned store (Riak's object): every
+write is a *dot* ``(writer, n)`` together with the context the writer had read (a
+version vector). A write supersedes exactly the siblings whose dots its context
+covers, so a blind write (empty context) never silently drops a concurrent one:
+both are kept, as siblings, until a write whose context covers both resolves them.
+`sync` merges two replicas of a key and is commutative, associative and idempotent.
+A delete is a write of the `TOMBSTONE` marker, so it replicates and syncs the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+__all__ = [
+    "TOMBSTONE",
+    "Siblings",
+    "VersionVector",
+    "concurrent",
+    "descends",
+    "merge",
+]
+
+VersionVector: TypeAlias = Mapping[str, int]
+Dot: TypeAlias = tuple[str, int]
+
+
+class _Tombstone:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+#: The value of a deleted key (a sibling like any other until superseded).
+TOMBSTONE: Final = _Tombstone()
+
+
+def descends(a: VersionVector, b: VersionVector) -> bool:
+    """True if `a` has seen every write `b` has (``a >= b`` entry by entry)."""
+    return all(a.get(writer, 0) >= n for writer, n in b.items())
+
+
+def concurrent(a: VersionVector, b: VersionVector) -> bool:
+    """True if neither vector descends the other."""
+    return not descends(a, b) and not descends(b, a)
+
+
+def merge(*vectors: VersionVector) -> dict[str, int]:
+    """The least upper bound: the highest count of every writer."""
+    out: dict[str, int] = {}
+    for vector in vectors:
+        for writer, n in vector.items():
+            if n > out.get(writer, 0):
+                out[writer] = n
+    return out
+
+
+def _covers(vector: VersionVector, dot: Dot) -> bool:
+    return vector.get(dot[0], 0) >= dot[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """One write: its dot, the context its writer had read, and the value."""
+
+    dot: Dot
+    context: tuple[tuple[str, int], ...]  # a version vector, sorted, hashable
+    value: Any
+
+    def context_vv(self) -> dict[str, int]:
+        return dict(self.context)
+
+
+class Siblings:
+    """The concurrent writes of one key that no later write has superseded."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Sibling] = ()) -> None:
+        self._items: dict[Dot, Sibling] = {}
+        for item in items:
+            self._items[item.dot] = item
+        self._prune()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def values(self) -> list[Any]:
+        """The live values (tombstones left out), in dot order."""
+        return [s.value for _, s in sorted(self._items.items()) if s.value is not TOMBSTONE]
+
+    def items(self) -> list[Sibling]:
+        return [s for _, s in sorted(self._items.items())]
+
+    def context(self) -> dict[str, int]:
+        """What a reader has seen: pass it back to `write` to supersede these siblings."""
+        out = merge(*(s.context_vv() for s in self._items.values()))
+        for writer, n in self._items:
+            if n > out.get(writer, 0):
+                out[writer] = n
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Siblings):
+            return NotImplemented
+        return self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Siblings({self.items()!r})"
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, dot: Dot, context: VersionVector, value: Any) -> Sibling:
+        """Record the write `dot` of a writer that had read `context`; return it.
+
+        Dots must be unique: a writer numbers its writes itself (the store's
+        coordinator keeps one counter per incarnation of its node).
+        """
+        sibling = Sibling(dot, tuple(sorted(context.items())), value)
+        self._items[sibling.dot] = sibling
+        self._prune()
+        return sibling
+
+    def sync(self, other: Siblings) -> Siblings:
+        """The merge of two replicas of the key (a new object)."""
+        return Siblings([*self._items.values(), *other._items.values()])
+
+    def _prune(self) -> None:
+        items = self._items
+        contexts = [s.context_vv() for s in items.values()]
+        dead = [dot for dot in items if any(_covers(c, dot) for c in contexts)]
+        for dot in dead:
+            del items[dot]
