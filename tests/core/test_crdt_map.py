@@ -21,15 +21,18 @@ syncs = st.tuples(st.just("sync"), st.sampled_from(REPLICAS), st.sampled_from(RE
 ops = st.lists(st.one_of(puts, puts, deletes, syncs), max_size=40)
 
 
-def run(history: list[tuple[Any, ...]]) -> tuple[dict[str, MapState], list[MapState]]:
-    """Apply `history` to replicas a, b, c; return them and every delta made."""
+def run(
+    history: list[tuple[Any, ...]], tag: str = ""
+) -> tuple[dict[str, MapState], list[MapState]]:
+    """Apply `history` to replicas a, b, c; return them and every delta made.
+    Replica ids carry `tag`, so that separate runs never make the same dot."""
     replicas = {r: MapState() for r in REPLICAS}
     deltas: list[MapState] = []
     for op in history:
         if op[0] == "put":
-            deltas.append(replicas[op[1]].put(op[1], op[2], op[3]))
+            deltas.append(replicas[op[1]].put(op[1] + tag, op[2], op[3]))
         elif op[0] == "delete":
-            delta = replicas[op[1]].delete(op[1], op[2])
+            delta = replicas[op[1]].delete(op[1] + tag, op[2])
             if delta is not None:
                 deltas.append(delta)
         else:
@@ -46,7 +49,7 @@ def joined(*states: MapState) -> MapState:
 
 @given(ops, ops, ops)
 def test_join_is_commutative_associative_and_idempotent(h1: Any, h2: Any, h3: Any) -> None:
-    x, y, z = (run(h)[0]["a"] for h in (h1, h2, h3))
+    x, y, z = (run(h, tag)[0]["a"] for h, tag in ((h1, "1"), (h2, "2"), (h3, "3")))
     assert joined(x, y) == joined(y, x)
     assert joined(joined(x, y), z) == joined(x, joined(y, z))
     assert joined(x, x) == joined(x)
@@ -129,7 +132,7 @@ def test_concurrent_puts_keep_the_highest_stamp_then_replica() -> None:
 
 @given(ops, ops)
 def test_join_reports_exactly_the_visible_changes(h1: Any, h2: Any) -> None:
-    x, y = run(h1)[0]["a"], run(h2)[0]["b"]
+    x, y = run(h1, "1")[0]["a"], run(h2, "2")[0]["b"]
     before = x.to_dict()
     changes = x.join(y.copy())
     after = x.to_dict()
