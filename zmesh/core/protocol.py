@@ -18,10 +18,11 @@ import msgpack
 from zmesh.core.codec import Codec
 from zmesh.errors import DecodeError
 
-#: 2: HELLO and CHALLENGE carry the sender's `hidden` flag. The fields up to and
-#: including the nonces keep their places in every version, so a node can read the
-#: version of any HELLO or CHALLENGE and refuse a mismatch instead of dropping it.
-VERSION: Final = 2
+#: 2: HELLO and CHALLENGE carry the sender's `hidden` flag. 3: CALL and CALL_REPLY
+#: (a GenServer call in one round trip). The fields up to and including the nonces keep
+#: their places in every version, so a node can read the version of any HELLO or
+#: CHALLENGE and refuse a mismatch instead of dropping it.
+VERSION: Final = 3
 NONCE_BYTES: Final = 16
 
 
@@ -49,6 +50,14 @@ class Kind(IntEnum):
     MONITOR = 14  # [MONITOR, ref, watcher_pid, target_pid]
     DEMONITOR = 15  # [DEMONITOR, ref, watcher_pid, target_pid]
     DOWN = 16  # [DOWN, ref, watcher_pid, target_pid, reason]
+    # [CALL, dest_id, dest_creation, caller_pid, ref, request]: the GenServer call
+    # `("$gen_call", (caller_pid, ref), request)` for the destination, which also monitors
+    # it for the caller under `ref` (OTP's alias plus implicit monitor): a DOWN with that
+    # ref if it dies first; the monitor ends with the reply (or a DEMONITOR on timeout).
+    CALL = 17
+    # [CALL_REPLY, dest_id, dest_creation, ref, value]: `(ref, value)` for the caller; ends
+    # the implicit monitor of the CALL with that ref.
+    CALL_REPLY = 18
     REQUEST = 20  # [REQUEST, ref, op, body]
     REPLY = 21  # [REPLY, ref, ok, body]
     CAST = 22  # [CAST, op, body]: a one-way system message for a subsystem

@@ -50,6 +50,7 @@ log = logging.getLogger("zmesh.dist")
 # How often the allow-list's files are checked for changes, seconds.
 _ALLOW_POLL = 1.0
 _BAD_INPUT = (ValueError, TypeError, KeyError, IndexError, AttributeError, DecodeError)
+_SEND = int(Kind.SEND)  # a plain int: the codec packs an IntEnum through its slow hook
 
 
 class Distribution:
@@ -116,6 +117,8 @@ class Distribution:
         self.send_monitor = signals.send_monitor
         self.send_demonitor = signals.send_demonitor
         self.send_down = signals.send_down
+        self.send_call, self.send_reply = signals.send_call, signals.send_reply
+        self.call_done = signals.call_done
         self.handle = requests.handle
         self.handle_cast = requests.handle_cast
         self.cast = requests.cast
@@ -125,12 +128,7 @@ class Distribution:
 
         self._dispatch: dict[int, Callable[[Peer, list[Any]], None]] = {
             Kind.SEND: self._on_send,
-            Kind.LINK: signals.on_link,
-            Kind.UNLINK: signals.on_unlink,
-            Kind.EXIT: signals.on_exit,
-            Kind.MONITOR: signals.on_monitor,
-            Kind.DEMONITOR: signals.on_demonitor,
-            Kind.DOWN: signals.on_down,
+            **signals.handlers(),
             Kind.REQUEST: requests.on_request,
             Kind.REPLY: requests.on_reply,
             Kind.CAST: requests.on_cast,
@@ -265,7 +263,7 @@ class Distribution:
             self.counters["dropped_sends"] += 1  # at-most-once: nobody to deliver to
             return
         payload = self.codec.encode(message)
-        peer.link.enqueue(self.codec.encode([Kind.SEND, dest.id, dest.creation, payload]))
+        peer.link.enqueue(self.codec.encode([_SEND, dest.id, dest.creation, payload]))
         peer.messages_out += 1
 
     # -- inbound frames -------------------------------------------------------------------------

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from zmesh.errors import CallError, CallTimeout, NoProc, ProcessExited
 from zmesh.runtime.process import ExitProcess, Process
-from zmesh.terms import NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
+from zmesh.terms import NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
@@ -51,8 +51,7 @@ class _NoReply:
 NOREPLY: Final = _NoReply()
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """Who is waiting for a reply: the pid the reply goes to (for `Node.call`, the
     calling node's call router, which hands it to the waiting call) and the call's ref."""
 
@@ -112,11 +111,24 @@ class GenServer:
 
     def reply(self, caller: Caller, value: Any) -> None:
         """Answer a call that `handle_call` deferred with `NOREPLY`."""
-        self.node.send(caller.pid, (caller.ref, value))
+        reply(self.node, caller.pid, caller.ref, value)
 
     def stop(self, reason: object = NORMAL) -> None:
         """Stop the server after the current hook returns: `terminate(reason)`, then exit."""
         raise _Stop(reason)
+
+
+def reply(node: Node, caller: Pid, ref: Ref, value: object) -> None:
+    """Send the reply `(ref, value)` of a call to `caller`: straight to this node's call
+    router, or as one CALL_REPLY envelope, which ends the call's implicit monitor."""
+    if caller.node == node.name:
+        router = node._calls
+        if router is not None and caller is router.pid:
+            router.answer(ref, value, None)
+        else:
+            node.send(caller, (ref, value))
+    elif node._dist is not None:
+        node._dist.send_reply(caller, ref, value)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -157,9 +169,11 @@ async def serve(
     if starter is not None:
         node.send(starter, ("$gen_init", proc.pid, True, None))
     reason: object = NORMAL
+    receive = proc.receive
     try:
         while True:
-            message = await proc.receive()
+            mailbox = proc._mailbox
+            message = mailbox.popleft() if mailbox else await receive()
             if type(message) is tuple and message and message[0] == CALL and len(message) == 3:
                 (caller_pid, ref), request = message[1], message[2]
                 if (type(request) is str and request in _ENGINE_STRS) or (
@@ -167,10 +181,11 @@ async def serve(
                 ):
                     await _engine_request(server, request, caller_pid, ref)
                     continue
-                caller = Caller(caller_pid, ref)
-                result = await _maybe_await(server.handle_call(request, caller))
+                result = server.handle_call(request, Caller(caller_pid, ref))
+                if type(result) is CoroutineType or asyncio.iscoroutine(result):
+                    result = await result
                 if result is not NOREPLY:
-                    node.send(caller_pid, (ref, result))
+                    reply(node, caller_pid, ref, result)
             elif type(message) is tuple and len(message) == 2 and message[0] == CAST:
                 await _maybe_await(server.handle_cast(message[1]))
             elif type(message) is Exit and message.reason != NORMAL and proc.trap_exit:
@@ -198,21 +213,21 @@ async def _engine_request(server: GenServer, request: Any, caller: Pid, ref: Ref
     Only the server's own node may move, stop or restore it: from elsewhere (a remote
     caller naming an engine request) only PING is answered, the rest refused with None."""
     if request == PING:
-        server.node.send(caller, (ref, True))
+        reply(server.node, caller, ref, True)
         return
     if caller.node != server.node.name:
         log.warning("%s: engine request %r from %s refused", server.pid, request, caller)
-        server.node.send(caller, (ref, None))
+        reply(server.node, caller, ref, None)
         return
     if request == HANDOFF:
         state = await _maybe_await(server.handoff())
-        server.node.send(caller, (ref, state))
+        reply(server.node, caller, ref, state)
         raise _Stop(SHUTDOWN)
     if request[0] == RESTORE:
         await _maybe_await(server.restore(request[1] if len(request) > 1 else None))
-        server.node.send(caller, (ref, None))
+        reply(server.node, caller, ref, None)
         return
-    server.node.send(caller, (ref, None))
+    reply(server.node, caller, ref, None)
     raise _Stop(request[1] if len(request) > 1 else SHUTDOWN)
 
 
@@ -231,58 +246,159 @@ def _exit_with(reason: object) -> None:
 class CallRouter(Process):
     """The node's receiver of call replies: one long-lived pid stands for every caller.
 
-    A call monitors its target from this process, with the monitor's ref as the call's
-    tag; the reply `(ref, value)` or the `Down` finds the waiting call by that ref. A
-    reply to a call that timed out finds nothing and is dropped, like anything else
-    sent here. A caller's pid that does not change from call to call stays in both
-    nodes' codec caches, and no process is made and torn down per call.
+    A call is OTP's alias plus implicit monitor: the request itself makes the server
+    watch for the caller under the call's ref (a watcher entry on a local server; on a
+    remote one, the CALL envelope does it on arrival), and the reply ends that watch.
+    The reply `(ref, value)` or the server's `Down` finds the waiting call by its ref; a
+    reply to a call that timed out finds nothing and is dropped. On timeout (or when the
+    waiting task is cancelled) the watch is removed: one DEMONITOR for a remote server.
+    Timeouts share one timer, armed at the earliest deadline. A caller's pid that does
+    not change from call to call stays in both nodes' codec caches, and no process is
+    made and torn down per call.
     """
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_last_deadline", "_ordered", "_timer", "_timer_at")
 
     def __init__(self, node: Node, pid: Pid) -> None:
         super().__init__(node, pid)
         self.trap_exit = True  # exit signals (from a server linked to it) are dropped
-        self._calls: dict[Ref, asyncio.Future[Any]] = {}
+        #: Calls waiting, by ref id, in the order made.
+        self._calls: dict[int, _Call] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        # While deadlines only grow with each call (one timeout for all: the usual case),
+        # the first waiting calls are the first due, and expiry stops at the first not due.
+        self._ordered = True
+        self._last_deadline = 0.0
 
     def deliver(self, message: object) -> None:
         if type(message) is tuple and len(message) == 2 and type(message[0]) is Ref:
-            waiting = self._calls.pop(message[0], None)
-            if waiting is not None:
-                waiting.set_result(message[1])
-        elif type(message) is Down:
-            waiting = self._calls.pop(message.ref, None)
-            if waiting is not None:
-                waiting.set_exception(_call_failed(message.pid, message.reason))
+            self.answer(message[0], message[1], None)
+
+    def _down(self, ref: Ref, pid: Pid, reason: object) -> None:
+        entry = self._take(ref)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(_call_failed(pid, reason))
+
+    def answer(self, ref: Ref, value: object, via: str | None) -> None:
+        """Hand `value` to the call `ref` (dropped if it is no longer waiting); `via` is
+        the node the reply came from (None: a local or plain message), see `call_done`."""
+        entry = self._take(ref)
+        if entry is not None:
+            self._forget(entry, via)
+            if not entry[0].done():
+                entry[0].set_result(value)
+
+    def _take(self, ref: Ref) -> _Call | None:
+        calls = self._calls
+        entry = calls.get(ref.id)
+        if entry is None or (entry[4] is not ref and entry[4] != ref):
+            return None
+        del calls[ref.id]
+        return entry
+
+    def _forget(self, entry: _Call, via: str | None) -> None:
+        """End the implicit monitor of a call that ends other than by its server's death."""
+        server, ref = entry[2], entry[4]
+        if type(server) is Pid:
+            dist = self.node._dist
+            if dist is not None:
+                dist.call_done(ref, self.pid, server, via)
+        elif server.watchers is not None:  # type: ignore[union-attr]
+            server.watchers.pop(ref, None)  # type: ignore[union-attr]
 
     def _abort_receive(self, reason: object) -> None:
         calls, self._calls = self._calls, {}
-        for waiting in calls.values():
-            waiting.set_exception(ProcessExited(reason))
+        for entry in calls.values():
+            self._forget(entry, None)
+            if not entry[0].done():
+                entry[0].set_exception(ProcessExited(reason))
 
     async def call(self, target: Pid, request: Any, timeout: float) -> Any:
+        """Send `request` to the GenServer `target` and wait for its reply (see
+        `Node.call` for what it raises)."""
         node = self.node
+        loop = node._loop
         ref = node.make_ref()
-        waiting = self._calls[ref] = node._loop.create_future()
-        timer = node._loop.call_later(timeout, self._time_out, ref, target, timeout)
-        started = node._loop.time()
+        started = loop.time()
         try:
-            node._monitor(self, target, ref)  # a dead target's Down comes at once
-            if not waiting.done():
-                node.send(target, (CALL, (self.pid, ref), request))
-            return await waiting
+            server: Process | Pid
+            if target.node == node.name:
+                local = node._procs.get(target.id) if target.creation == node.creation else None
+                if local is None:
+                    raise _call_failed(target, NOPROC)
+                server = local
+                watchers = local.watchers
+                if watchers is None:
+                    watchers = local.watchers = {}
+                watchers[ref] = self.pid
+                local.deliver((CALL, (self.pid, ref), request))
+            else:
+                dist = node._dist
+                failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
+                if failed is not None:
+                    raise _call_failed(target, failed)
+                server = target
+            waiting: asyncio.Future[Any] = loop.create_future()
+            deadline = started + timeout
+            self._calls[ref.id] = (waiting, deadline, server, timeout, ref)
+            if deadline < self._last_deadline:
+                self._ordered = False
+            self._last_deadline = deadline
+            if self._timer is None or deadline < self._timer_at:
+                self._arm(deadline)
+            try:
+                return await waiting
+            except BaseException:
+                # Cancelled while waiting: the call is abandoned, its monitor with it.
+                entry = self._take(ref)
+                if entry is not None:
+                    self._forget(entry, None)
+                raise
         finally:
-            timer.cancel()
-            self._calls.pop(ref, None)
             observe = node._call_observer
             if observe is not None:
-                observe(node._loop.time() - started)
-            node._demonitor(self, ref)
+                observe(loop.time() - started)
 
-    def _time_out(self, ref: Ref, target: Pid, timeout: float) -> None:
-        waiting = self._calls.pop(ref, None)
-        if waiting is not None:
-            waiting.set_exception(CallTimeout(f"{target} did not reply within {timeout} s"))
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.node._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Fail every call past its deadline with CallTimeout; re-arm for the next."""
+        self._timer = None
+        now = self.node._loop.time()
+        due: list[_Call] = []
+        next_at: float | None = None
+        ordered = self._ordered
+        for entry in self._calls.values():
+            deadline = entry[1]
+            if deadline <= now:
+                due.append(entry)
+            elif ordered:
+                next_at = deadline
+                break
+            elif next_at is None or deadline < next_at:
+                next_at = deadline
+        for entry in due:
+            waiting, _, server, timeout, ref = entry
+            del self._calls[ref.id]
+            self._forget(entry, None)
+            if not waiting.done():
+                pid = server if type(server) is Pid else server.pid  # type: ignore[union-attr]
+                waiting.set_exception(CallTimeout(f"{pid} did not reply within {timeout} s"))
+        if not self._calls:
+            self._ordered = True
+        elif next_at is not None:
+            # Out of order, a burst of deadlines is taken a millisecond at a time.
+            self._arm(next_at if ordered else max(next_at, now + 0.001))
+
+
+#: A waiting call: its future, deadline, server (the Process if local, else the Pid),
+#: timeout and ref.
+_Call = tuple["asyncio.Future[Any]", float, "Process | Pid", float, Ref]
 
 
 def _call_failed(target: Pid, reason: object) -> NoProc:

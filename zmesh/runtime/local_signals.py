@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, Down, Exit, Pid, Ref
+from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, Exit, Pid, Ref
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
@@ -103,8 +103,7 @@ class Signals:
     def _deliver_down(self, watcher: Pid, ref: Ref, pid: Pid, reason: object) -> None:
         local = self._local(watcher)
         if local is not None:
-            if local.monitors is not None and local.monitors.pop(ref, None) is not None:
-                local.deliver(Down(ref, pid, reason))
+            local._down(ref, pid, reason)
         elif self._dist is not None:
             self._dist.send_down(watcher, ref, pid, reason)
 

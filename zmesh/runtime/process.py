@@ -9,7 +9,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from zmesh.errors import ProcessExited, ReceiveTimeout
-from zmesh.terms import Pid, Ref
+from zmesh.terms import Down, Pid, Ref
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
@@ -116,6 +116,12 @@ class Process:
             if timer is not None:
                 timer.cancel()
             self._waiter = None
+
+    def _down(self, ref: Ref, pid: Pid, reason: object) -> None:
+        """The monitor `ref` of `pid` fired: deliver `Down` if this process still holds it."""
+        monitors = self.monitors
+        if monitors is not None and monitors.pop(ref, None) is not None:
+            self.deliver(Down(ref, pid, reason))
 
     def _abort_receive(self, reason: object) -> None:
         """Fail a pending `receive` with ProcessExited (the process was taken down)."""

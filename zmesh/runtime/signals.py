@@ -1,5 +1,5 @@
 """Links, monitors and exit signals across nodes (LINK, UNLINK, EXIT, MONITOR,
-DEMONITOR, DOWN).
+DEMONITOR, DOWN), and GenServer calls in one round trip (CALL, CALL_REPLY).
 
 The local semantics live in `Node`; this module carries them to the pid's node and
 remembers, per peer, every link and monitor that crosses to it, so that losing the
@@ -8,15 +8,21 @@ peer fires each with "noconnection" (and drops the watches peers held on our pid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zmesh.core.protocol import Kind, check_type
+from zmesh.runtime.gen_server import CALL
 from zmesh.runtime.membership import Peer
 from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
+
+# Plain ints: the codec packs an IntEnum member through its slow `default` hook.
+_CALL: Final = int(Kind.CALL)
+_CALL_REPLY: Final = int(Kind.CALL_REPLY)
 
 
 @dataclass(eq=False)
@@ -26,6 +32,8 @@ class _Links:
     links: set[tuple[Pid, Pid]] = field(default_factory=set)  # (local, remote)
     monitors: dict[Ref, tuple[Pid, Pid]] = field(default_factory=dict)  # ours on theirs
     watchers: dict[Ref, Pid] = field(default_factory=dict)  # theirs on our pid
+    # The implicit monitors of their calls to our servers (CALL), by call ref: the server.
+    calls: dict[Ref, Pid] = field(default_factory=dict)
 
 
 class Signals:
@@ -42,6 +50,19 @@ class Signals:
             cross = self._cross[name] = _Links()
         return cross
 
+    def handlers(self) -> dict[int, Callable[[Peer, list[Any]], None]]:
+        """This part's inbound envelope handlers, by kind."""
+        return {
+            Kind.LINK: self.on_link,
+            Kind.UNLINK: self.on_unlink,
+            Kind.EXIT: self.on_exit,
+            Kind.MONITOR: self.on_monitor,
+            Kind.DEMONITOR: self.on_demonitor,
+            Kind.DOWN: self.on_down,
+            Kind.CALL: self.on_call,
+            Kind.CALL_REPLY: self.on_call_reply,
+        }
+
     def peer_lost(self, name: str) -> None:
         """Fire every link and monitor across the session with `name` ("noconnection")."""
         cross = self._cross.pop(name, None)
@@ -54,10 +75,11 @@ class Signals:
                 node._exit_signal(proc, remote, NOCONNECTION, linked=True)
         for ref, (watcher, target) in cross.monitors.items():
             node._deliver_down(watcher, ref, target, NOCONNECTION)
-        for ref, target in cross.watchers.items():
-            proc = node._local(target)
-            if proc is not None and proc.watchers is not None:
-                proc.watchers.pop(ref, None)
+        for watches in (cross.watchers, cross.calls):
+            for ref, target in watches.items():
+                proc = node._local(target)
+                if proc is not None and proc.watchers is not None:
+                    proc.watchers.pop(ref, None)
 
     # -- outbound -------------------------------------------------------------------------------
 
@@ -110,9 +132,62 @@ class Signals:
         cross = self._cross.get(watcher.node)
         if cross is not None:
             cross.watchers.pop(ref, None)
+            cross.calls.pop(ref, None)
         peer = self._dist.up_peer(watcher.node, watcher.creation)
         if peer is not None:
             self._dist.emit(peer, Kind.DOWN, ref, watcher, target, reason)
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def send_call(self, caller: Pid, ref: Ref, target: Pid, request: object) -> str | None:
+        """Send `request` to the GenServer `target` as a call from `caller` tagged `ref`,
+        with the implicit monitor that fails it if `target` or its node goes first (a
+        DOWN, or "noconnection" when the peer is lost). None once sent, else the reason
+        it cannot be ("noconnection": no session; "noproc": another incarnation).
+
+        Raises EncodeError for a request that cannot be sent."""
+        dist = self._dist
+        peer = dist.sessions.get(target.node)
+        if peer is None or not peer.up or dist._left:
+            return NOCONNECTION
+        if peer.creation != target.creation:
+            return NOPROC
+        peer.link.enqueue(
+            dist.codec.encode([_CALL, target.id, target.creation, caller, ref, request])
+        )
+        peer.messages_out += 1
+        self._cross_for(target.node).monitors[ref] = (caller, target)
+        return None
+
+    def call_done(self, ref: Ref, caller: Pid, target: Pid, via: str | None) -> None:
+        """Forget the implicit monitor of the call `ref` to `target` (answered, timed out
+        or abandoned). A reply from `target`'s own node ended it there too (`via` is that
+        node); in every other case one DEMONITOR ends it on `target`'s node."""
+        cross = self._cross.get(target.node)
+        if cross is not None:
+            cross.monitors.pop(ref, None)
+        if via != target.node:
+            peer = self._dist.up_peer(target.node, target.creation)
+            if peer is not None:
+                self._dist.signal(peer, Kind.DEMONITOR, ref, caller, target)
+
+    def send_reply(self, caller: Pid, ref: Ref, value: object) -> None:
+        """Answer the call `ref` of the remote `caller` with `value` (CALL_REPLY), ending
+        the implicit monitor of that call here."""
+        dist = self._dist
+        cross = self._cross.get(caller.node)
+        if cross is not None and cross.calls:
+            server = cross.calls.pop(ref, None)
+            if server is not None:
+                proc = self._node._local(server)
+                if proc is not None and proc.watchers is not None:
+                    proc.watchers.pop(ref, None)
+        peer = dist.sessions.get(caller.node)
+        if peer is None or not peer.up or peer.creation != caller.creation or dist._left:
+            dist.counters["dropped_sends"] += 1
+            return
+        peer.link.enqueue(dist.codec.encode([_CALL_REPLY, caller.id, caller.creation, ref, value]))
+        peer.messages_out += 1
 
     # -- inbound --------------------------------------------------------------------------------
 
@@ -178,6 +253,7 @@ class Signals:
         cross = self._cross.get(peer.name)
         if cross is not None:
             cross.watchers.pop(ref, None)
+            cross.calls.pop(ref, None)
 
     def on_down(self, peer: Peer, env: list[Any]) -> None:
         _, ref, watcher, target, reason = env
@@ -187,3 +263,38 @@ class Signals:
         if cross is not None:
             cross.monitors.pop(ref, None)
         self._node._deliver_down(watcher, ref, target, reason)
+
+    def on_call(self, peer: Peer, env: list[Any]) -> None:
+        _, pid_id, creation, caller, ref, request = env
+        if type(ref) is not Ref or ref.node != peer.name:
+            raise TypeError(f"a call's ref must be a Ref of {peer.name}, got {ref!r}")
+        caller = self._from_peer(peer, caller)
+        peer.messages_in += 1
+        node = self._node
+        proc = node._procs.get(pid_id) if creation == node.creation else None
+        if proc is None:
+            if type(pid_id) is not int or type(creation) is not int:
+                raise TypeError(f"not a process id: {pid_id!r}, {creation!r}")
+            target = Pid(node.name, pid_id, creation)
+            self._dist.emit(peer, Kind.DOWN, ref, caller, target, NOPROC)
+            return
+        if proc.watchers is None:
+            proc.watchers = {}
+        proc.watchers[ref] = caller
+        self._cross_for(peer.name).calls[ref] = proc.pid
+        proc.deliver((CALL, (caller, ref), request))
+
+    def on_call_reply(self, peer: Peer, env: list[Any]) -> None:
+        _, pid_id, creation, ref, value = env
+        check_type(ref, Ref)
+        peer.messages_in += 1
+        node = self._node
+        if creation != node.creation:
+            return
+        proc = node._procs.get(pid_id)
+        if proc is None:
+            return
+        if proc is node._calls:
+            node._calls.answer(ref, value, peer.name)
+        else:
+            proc.deliver((ref, value))
