@@ -414,9 +414,9 @@ def started_or_down(pid: Pid, ref: Ref) -> Callable[[object], bool]:
     the server died first."""
 
     def match(m: object) -> bool:
-        return (
-            type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid
-        ) or (type(m) is Down and m.ref == ref)
+        return (type(m) is tuple and len(m) == 4 and m[0] == "$gen_init" and m[1] == pid) or (
+            type(m) is Down and m.ref == ref
+        )
 
     return match
 
