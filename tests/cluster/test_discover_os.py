@@ -1,5 +1,6 @@
-"""`zmesh join --discover` over real OS processes: range, file, static, and a node
-SIGKILLed and restarted found again with no seed naming it."""
+"""`zmesh join --discover` over real OS processes: range, file, static, gossip, dns; a
+node SIGKILLed and restarted found again by each strategy and with no seed naming it;
+a node paused (SIGSTOP) past `down_after` and resumed found again with no seed at all."""
 
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ def test_join_refuses_an_unknown_config_key_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("strategy", ["range", "file", "gossip", "dns"])
+@pytest.mark.parametrize("strategy", ["static", "range", "file", "gossip", "dns"])
 async def test_a_sigkilled_node_restarted_is_found_again_by_each_strategy(
     strategy: str, tmp_path: Path
 ) -> None:
@@ -204,6 +205,7 @@ async def test_a_sigkilled_node_restarted_is_found_again_by_each_strategy(
     hosts = tmp_path / "hosts"
     hosts.write_text(f"{a1}\n{a2}\n")
     specs = {
+        "static": (f"static:{a2}", f"static:{a1}"),
         "range": (f"range:127.0.0.1:{base}-{base + 1}",) * 2,
         "file": (f"file:{hosts}",) * 2,
         "gossip": (f"gossip:239.255.77.80:{free_block(1)}",) * 2,
@@ -232,3 +234,40 @@ async def test_a_sigkilled_node_restarted_is_found_again_by_each_strategy(
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_a_partition_healed_reconnects_with_no_seed_naming_the_lost_peer(
+    tmp_path: Path,
+) -> None:
+    """p1 found p2 through a hosts file, which is then emptied: nobody names anybody.
+    p1 is paused (SIGSTOP) until p2 has declared it down, then resumed: the two
+    reconnect on their own (each retries the peer it lost, with backoff)."""
+    hosts = tmp_path / "hosts"
+    p2 = start_join("p2", COOKIE)
+    hosts.write_text(f"{p2.address}\n")
+    p1 = start_join("p1", COOKIE, "--discover", f"file:{hosts}")
+    try:
+        async with Node("watch1", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(p2.address)
+            await wait_for(lambda: observer.nodes() == ["p1", "p2"], 10)
+        hosts.write_text("# nobody\n")
+        await asyncio.sleep(2 * POLL)  # p1 has re-read the file
+        p1.signal(signal.SIGSTOP)
+        await asyncio.sleep(5.0)  # well past down_after (2 s)
+        # A fresh observer that never knew p1: it cannot be the one that finds it again.
+        async with Node("watch2", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(p2.address)
+            assert (await observer.node_info("p2"))["nodes"] == []
+            assert observer.nodes() == ["p2"]
+            p1.signal(signal.SIGCONT)
+            for _ in range(100):
+                if (await observer.node_info("p2"))["nodes"] == ["p1"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await observer.node_info("p2"))["nodes"] == ["p1"]
+            await wait_for(lambda: observer.nodes() == ["p1", "p2"], 10)
+            assert (await observer.node_info("p1"))["nodes"] == ["p2"]
+    finally:
+        p1.stop()
+        p2.stop()
