@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -110,13 +111,34 @@ def curve_option(curve_secret: str | None, allow: list[str] | None) -> zmesh.Cur
     return zmesh.Curve(secret_key_file=curve_secret, allow=source)
 
 
-def cli_node(access: Access) -> zmesh.Node:
+def cli_node(access: Access, seeds: list[str] | None = None) -> zmesh.Node:
     """The short-lived node a command joins the cluster with: hidden, so it never enters
     the members' views, rings or registry leadership. With CURVE it is named after its
-    key (the name its certificate binds), so two commands with one key cannot overlap."""
+    key (the name its certificate binds), so two commands with one key cannot overlap.
+
+    It listens on the address this host reaches the first seed from (loopback for a
+    loopback seed), since every node it asks dials it back; `$ZMESH_ADVERTISE`, the
+    address of the `zmesh join` beside it (e.g. in the same container), is not its own."""
     curve = curve_option(access.curve_secret, access.allow)
     name = curve.key_name() if curve is not None else f"{CLI_PREFIX}{os.getpid()}"
-    return zmesh.Node(name, cookie=access.cookie, hidden=True, curve=curve)
+    os.environ.pop("ZMESH_ADVERTISE", None)
+    listen = f"tcp://{local_ip_towards((seeds or [DEFAULT_LISTEN])[0])}:0"
+    return zmesh.Node(name, listen=listen, cookie=access.cookie, hidden=True, curve=curve)
+
+
+def local_ip_towards(seed: str) -> str:
+    """This host's source address for packets to `seed` (a UDP "connect" sends nothing);
+    127.0.0.1 for an ipc:// or IPv6 seed, or one that cannot be resolved or routed."""
+    address = seed.rpartition("@")[2]
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    if not address.startswith("tcp://") or ":" in host or "[" in host:
+        return "127.0.0.1"  # the default listen address of a node
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, int(port)))
+            return str(probe.getsockname()[0])
+    except (OSError, ValueError):
+        return "127.0.0.1"
 
 
 async def join_seed(node: zmesh.Node, seeds: list[str] | None) -> str:
@@ -142,7 +164,7 @@ def query(
     message on a connection error, `Failure.code` on a Failure."""
 
     async def main() -> T:
-        async with cli_node(access) as node:
+        async with cli_node(access, seeds) as node:
             return await ask(node, await join_seed(node, seeds))
 
     return guarded(main)

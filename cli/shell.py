@@ -53,7 +53,7 @@ def shell(
     """An asyncio REPL on a node joined to the cluster, with `node` and `zmesh` bound."""
 
     async def main() -> None:
-        async with cli_node(Access(cookie, curve_secret, allow)) as node:
+        async with cli_node(Access(cookie, curve_secret, allow), seed) as node:
             seed_name = await join_seed(node, seed)
             await registry_synced(node, await mesh(node, seed_name))
             namespace: dict[str, Any] = {"node": node, "zmesh": zmesh, "asyncio": asyncio}

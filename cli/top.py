@@ -60,7 +60,7 @@ def top(
         fail(f"--interval must be positive, got {interval}")
 
     async def main() -> None:
-        async with cli_node(Access(cookie, curve_secret, allow)) as node:
+        async with cli_node(Access(cookie, curve_secret, allow), seed) as node:
             seed_name = await join_seed(node, seed)
             await watch(node, seed_name, interval, busiest, iterations)
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 LINE = re.compile(r"zmesh: node (\S+) up at (\S+)")
@@ -49,10 +50,13 @@ class Joined:
             return self.proc.wait(timeout)
 
 
-def start_join(name: str, cookie: str, *args: str, timeout: float = 20.0) -> Joined:
-    """`zmesh join NAME --listen tcp://127.0.0.1:0 ...`, once it has printed its address."""
+def start_join(
+    name: str, cookie: str, *args: str, timeout: float = 20.0, prefix: Sequence[str] = ()
+) -> Joined:
+    """`zmesh join NAME --listen tcp://127.0.0.1:0 ...`, once it has printed its address.
+    `prefix` runs it through a wrapper, e.g. `("ip", "netns", "exec", NS)`."""
     cmd = [
-        sys.executable, "-m", "zmesh", "join", name,
+        *prefix, sys.executable, "-m", "zmesh", "join", name,
         "--listen", "tcp://127.0.0.1:0", "--load", "zmesh_test_app", *args,
     ]  # fmt: skip
     env = dict(os.environ, ZMESH_COOKIE=cookie)
