@@ -116,13 +116,18 @@ def cli_node(access: Access, seeds: list[str] | None = None) -> zmesh.Node:
     the members' views, rings or registry leadership. With CURVE it is named after its
     key (the name its certificate binds), so two commands with one key cannot overlap.
 
-    It listens on the address this host reaches the first seed from (loopback for a
-    loopback seed), since every node it asks dials it back; `$ZMESH_ADVERTISE`, the
-    address of the `zmesh join` beside it (e.g. in the same container), is not its own."""
+    Every node it asks dials it back, so it listens on the address this host reaches
+    the first seed from; for a loopback seed beside a `zmesh join` that advertises
+    `$ZMESH_ADVERTISE` (`kubectl exec POD -- zmesh nodes`), the address that reaches
+    the advertised one, else loopback. `$ZMESH_ADVERTISE` is that node's, not its own."""
     curve = curve_option(access.curve_secret, access.allow)
     name = curve.key_name() if curve is not None else f"{CLI_PREFIX}{os.getpid()}"
-    os.environ.pop("ZMESH_ADVERTISE", None)
-    listen = f"tcp://{local_ip_towards((seeds or [DEFAULT_LISTEN])[0])}:0"
+    seed = (seeds or [DEFAULT_LISTEN])[0]
+    beside = os.environ.pop("ZMESH_ADVERTISE", None)
+    host = local_ip_towards(seed)
+    if host.startswith("127.") and beside is not None:
+        host = local_ip_towards(beside)
+    listen = f"tcp://{host}:0"
     return zmesh.Node(name, listen=listen, cookie=access.cookie, hidden=True, curve=curve)
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import netns
 import pytest
-from dns_stub import AAAA, A
-from dns_stub import serve as serve_dns
+from dns_stub import AAAA, A, DnsStub
 from joined import Joined, start_join
 
 from zmesh import Node
@@ -159,7 +158,7 @@ async def test_joined_nodes_find_each_other_by_dns_through_the_hosts_resolver(
     for host in hosts:
         host.resolv_conf(f"nameserver {network.gateway}\noptions timeout:1 attempts:2\n")
     records = {name: [h.ip for h in hosts[:2]] + ["fd77::1"]}  # the AAAA is not dialled here
-    stub = await serve_dns(records, network.gateway)
+    stub = DnsStub(records, network.gateway)
     spec = f"dns:{name}:{PORT}"
     nodes: list[Joined] = []
     try:
@@ -180,8 +179,7 @@ async def test_joined_nodes_find_each_other_by_dns_through_the_hosts_resolver(
     finally:
         for node in nodes:
             node.stop()
-        assert stub.transport is not None
-        stub.transport.close()
+        stub.close()
 
 
 @pytest.mark.timeout(120)
@@ -214,3 +212,25 @@ async def test_a_host_cut_off_past_down_after_reconnects_when_its_cable_is_back(
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_node_waiting_on_a_dns_server_that_never_answers_leaves_at_once_on_sigterm(
+    network: netns.Network,
+) -> None:
+    """A lookup stuck in the resolver (30 s per try here) must not hold the exit: SIGTERM
+    ends the node with status 0 well before the lookup would (`stop` kills after 10 s)."""
+    name = "hangs.zmesh.test"
+    host = network.host("h")
+    host.resolv_conf(f"nameserver {network.gateway}\noptions timeout:30 attempts:2\n")
+    records: dict[str, list[str] | None] = {name: None}
+    with DnsStub(records, network.gateway) as stub:
+        node = join_on(host, "h", "--advertise", at(host), "--discover", f"dns:{name}:{PORT}")
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not stub.queries and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert stub.queries  # a lookup is in flight, unanswered
+        finally:
+            assert node.stop(timeout=10.0) == 0, node.output()

@@ -4,31 +4,51 @@ system resolver (glibc's getaddrinfo) to ask it and believe the answer."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
+import socket
 import struct
+import threading
 from collections import Counter
-from typing import Any, cast
 
 A, AAAA, IN = 1, 28, 1
 
 
-class DnsStub(asyncio.DatagramProtocol):
-    """Answers from `records`: name -> addresses (IPv4 for A, IPv6 for AAAA), which the
-    test may change at any time; `queries` counts (client ip, name, type) asked."""
+class DnsStub:
+    """Answers from `records`: name -> addresses (IPv4 for A, IPv6 for AAAA), or None
+    for a name never answered (a server that hangs), which the test may change at any
+    time; `queries` counts (client ip, name, type) asked. It
+    serves on its own thread, so a test blocked on a subprocess still gets answers."""
 
-    def __init__(self, records: dict[str, list[str]]) -> None:
+    def __init__(self, records: dict[str, list[str] | None], host: str, port: int = 53) -> None:
         self.records = records
         self.queries: Counter[tuple[str, str, int]] = Counter()
-        self.transport: asyncio.DatagramTransport | None = None
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, port))
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        reply = self.answer(data, addr[0])
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+    def __enter__(self) -> DnsStub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self._sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            reply = self.answer(data, addr[0])
+            if reply is not None:
+                self._sock.sendto(reply, addr)
 
     def answer(self, query: bytes, client: str) -> bytes | None:
         """The response to one query packet, or None for junk (dropped)."""
@@ -49,21 +69,16 @@ class DnsStub(asyncio.DatagramProtocol):
         question = query[12 : at + 4]
         name = ".".join(labels).lower()
         self.queries[(client, name, qtype)] += 1
+        if name in self.records and self.records[name] is None:
+            return None
         if name not in self.records:
             header = struct.pack("!HHHHHH", ident, 0x8183, 1, 0, 0, 0)  # NXDOMAIN
             return header + question
         answers = []
-        for text in self.records[name]:
+        for text in list(self.records[name] or ()):
             ip = ipaddress.ip_address(text)
             if (qtype, qclass, ip.version) in ((A, IN, 4), (AAAA, IN, 6)):
                 rdata = ip.packed
                 answers.append(struct.pack("!HHHIH", 0xC00C, qtype, IN, 0, len(rdata)) + rdata)
         header = struct.pack("!HHHHHH", ident, 0x8580, 1, len(answers), 0, 0)  # AA, no error
         return header + question + b"".join(answers)
-
-
-async def serve(records: dict[str, list[str]], host: str, port: int = 53) -> DnsStub:
-    """A stub listening on `host:port` (UDP) until its transport is closed."""
-    loop = asyncio.get_running_loop()
-    _, stub = await loop.create_datagram_endpoint(lambda: DnsStub(records), local_addr=(host, port))
-    return stub

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 LINE = re.compile(r"zmesh: node (\S+) up at (\S+)")
@@ -51,17 +51,23 @@ class Joined:
 
 
 def start_join(
-    name: str, cookie: str, *args: str, timeout: float = 20.0, prefix: Sequence[str] = ()
+    name: str,
+    cookie: str,
+    *args: str,
+    timeout: float = 20.0,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Joined:
     """`zmesh join NAME --listen tcp://127.0.0.1:0 ...`, once it has printed its address.
-    `prefix` runs it through a wrapper, e.g. `("ip", "netns", "exec", NS)`."""
+    `prefix` runs it through a wrapper, e.g. `("ip", "netns", "exec", NS)`; `env` is
+    added to the environment."""
     cmd = [
         *prefix, sys.executable, "-m", "zmesh", "join", name,
         "--listen", "tcp://127.0.0.1:0", "--load", "zmesh_test_app", *args,
     ]  # fmt: skip
-    env = dict(os.environ, ZMESH_COOKIE=cookie)
+    environ = {**os.environ, "ZMESH_COOKIE": cookie, **(env or {})}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ
     )
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()

@@ -60,10 +60,10 @@ class Host:
 class Network:
     """A bridge in the root namespace and the hosts on it; see the module docstring."""
 
-    def __init__(self) -> None:
-        self.prefix = f"zn{os.getpid() % 1000}{random.randrange(36**3):03x}"
+    def __init__(self, subnet: str | None = None) -> None:
+        self.prefix = f"zn{os.getpid() % 1000}{random.randrange(16**3):03x}"
         self.bridge = f"{self.prefix}br"
-        self.subnet = _free_subnet()
+        self.subnet = _free_subnet() if subnet is None else ipaddress.IPv4Network(subnet)
         self.gateway = str(self.subnet.network_address + 1)
         self.hosts: list[Host] = []
         try:
@@ -74,10 +74,13 @@ class Network:
             self.close()
             raise
 
-    def host(self, name: str, *, routed: bool = False) -> Host:
-        """A new namespace on the network; with `routed`, its default route is the
-        bridge (so it has a routable address), else it knows only the /24."""
-        ip = str(self.subnet.network_address + 2 + len(self.hosts))
+    def host(self, name: str, *, routed: bool = False, ip: str | None = None) -> Host:
+        """A new namespace on the network at `ip` (default: the next free one from `.2`);
+        with `routed`, its default route is the bridge (so it has a routable address),
+        else it knows only the subnet. `name` is short: it ends interface names."""
+        if ip is None:
+            taken = {h.ip for h in self.hosts}
+            ip = next(str(a) for a in self.subnet.hosts() if str(a) not in taken | {self.gateway})
         host = Host(f"{self.prefix}{name}", f"{self.prefix}{name}", ip)
         self.hosts.append(host)
         _ip("netns", "add", host.ns)
