@@ -12,6 +12,7 @@ CONTRACT = {
     "EmptyRing", "ConfigError", "NameTaken", "SupervisorError", "ExitProcess",
     "NORMAL", "KILL", "KILLED", "NOPROC", "NOCONNECTION", "SHUTDOWN", "NAME_CONFLICT",
     "ServiceInfo", "NoQuorum",
+    "ReplicatedMap", "Change", "DataError",
 }  # fmt: skip
 
 
@@ -34,6 +35,6 @@ def test_node_api_names_from_the_contract() -> None:
     for name in (
         "connect", "nodes", "spawn", "send", "process", "exit", "spawn_remote", "start",
         "call", "cast", "start_supervisor", "register", "whereis", "unregister", "ring",
-        "address", "name", "spawn_service", "services", "stop_service",
+        "address", "name", "spawn_service", "services", "stop_service", "replicated_map",
     ):  # fmt: skip
         assert hasattr(zmesh.Node, name) or name in ("address", "name"), name

@@ -12,6 +12,7 @@ from zmesh.errors import (
     CallTimeout,
     ConfigError,
     ConnectError,
+    DataError,
     DecodeError,
     EmptyRing,
     EncodeError,
@@ -32,6 +33,7 @@ from zmesh.runtime.curve import Curve, keygen
 from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
 from zmesh.runtime.node import Node
 from zmesh.runtime.process import ExitProcess, Process
+from zmesh.runtime.replicated_map import Change, ReplicatedMap
 from zmesh.runtime.services import ServiceInfo
 from zmesh.runtime.supervisor import (
     ChildInfo,
@@ -71,11 +73,13 @@ __all__ = [
     "CallError",
     "CallTimeout",
     "Caller",
+    "Change",
     "ChildInfo",
     "ChildSpec",
     "ConfigError",
     "ConnectError",
     "Curve",
+    "DataError",
     "DecodeError",
     "Down",
     "DynamicSupervisor",
@@ -100,6 +104,7 @@ __all__ = [
     "ReceiveTimeout",
     "Ref",
     "RemoteError",
+    "ReplicatedMap",
     "ServiceInfo",
     "Strategy",
     "Supervisor",

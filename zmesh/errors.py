@@ -97,3 +97,8 @@ class KeyTypeError(ZmeshError, TypeError):
 
 class ConfigError(ZmeshError, ValueError):
     """An invalid option value; the message names the value and what is accepted."""
+
+
+class DataError(ZmeshError, ValueError):
+    """A malformed replicated-data message from a peer (a map delta or state, a store
+    request); refused and counted, never applied."""

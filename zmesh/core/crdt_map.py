@@ -87,7 +87,8 @@ class CausalContext:
         while (replica, n + 1) in cloud:
             n += 1
             cloud.discard((replica, n))
-        self.vv[replica] = n
+        if n:
+            self.vv[replica] = n
         # Dots at or below the vector are covered by it now.
         stale = [d for d in cloud if d[0] == replica and d[1] <= n]
         cloud.difference_update(stale)
@@ -166,7 +167,6 @@ class MapState:
         delta.stamp = self.stamp
         for old in dots:
             delta.context.add(old)
-        delta.entries[key] = {}
         delta.scope = frozenset((key,))
         self.join(delta)
         return delta

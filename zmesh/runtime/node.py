@@ -30,6 +30,7 @@ from zmesh.errors import (
 from zmesh.runtime import gen_server
 from zmesh.runtime.behaviours import Behaviours
 from zmesh.runtime.config import NodeConfig
+from zmesh.runtime.data import DataMixin
 from zmesh.runtime.inspect import Inspector
 from zmesh.runtime.local_signals import Signals
 from zmesh.runtime.process import ExitProcess, Process
@@ -50,7 +51,7 @@ _gc_users = 0
 _gc_saved: tuple[int, int, int] | None = None
 
 
-class Node(Signals, Behaviours):
+class Node(Signals, Behaviours, DataMixin):
     """A zmesh node: an async context manager that hosts processes and joins a cluster.
 
     `listen` is the ZeroMQ endpoint to bind (port 0 picks a free port; None makes a

@@ -1,0 +1,370 @@
+"""`ReplicatedMap`: an add-wins LWW map held by every node that opened it (DeltaCrdt).
+
+Reads and writes touch only the local replica. Each write's delta joins a pending
+batch; the batch goes to the map's members on the next turn of the event loop, so a
+burst of writes travels as one message per member. When a member appears (it opens
+the map, or its node comes up again after a partition or a restart) the two nodes
+swap their full states (in chunks), which is the anti-entropy that heals every gap.
+
+The members of a map are the connected nodes that opened a map of the same name. The
+messages between them are the request ``map.hello`` and the casts ``map.state``,
+``map.delta`` and ``map.bye``, handled by one `MapRouter` per node; a malformed one
+raises DataError, is counted (``bad_data`` in the node's stats, ``bad_requests`` for a
+hello) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from zmesh.core.crdt_map import MapState
+from zmesh.core.crdt_wire import check_key, decode_state, encode_state
+from zmesh.core.ring import Key
+from zmesh.errors import ConfigError, DataError, ZmeshError
+
+if TYPE_CHECKING:
+    from zmesh.runtime.node import Node
+
+__all__ = ["Change", "MapRouter", "ReplicatedMap"]
+
+log = logging.getLogger("zmesh.data")
+
+#: Entries per `map.state` chunk: a full state of any size stays far below the
+#: codec's limits on one message.
+CHUNK = 4096
+#: A chunked state being received is dropped if it grows past this many entries.
+MAX_STATE = 10_000_000
+
+
+class Change(NamedTuple):
+    """A visible change of one key: `old` or `new` is None when the key was absent."""
+
+    key: Key
+    old: Any
+    new: Any
+
+
+class ReplicatedMap:
+    """One node's replica of the map `name` (from `await node.replicated_map(name)`)."""
+
+    def __init__(self, router: MapRouter, name: str) -> None:
+        self.name = name
+        self._router = router
+        self._node = router.node
+        self._replica = f"{self._node.name}#{self._node.creation}"
+        self._state = MapState()
+        self._pending: MapState | None = None
+        self._members: set[str] = set()
+        self._watchers: list[asyncio.Queue[Change | None]] = []
+        self._inbound: dict[str, tuple[int, list[Any]]] = {}  # chunked states by sender
+        self._closed = False
+        self.stats = {"deltas_out": 0, "deltas_in": 0, "states_out": 0, "states_in": 0}
+
+    # -- reads: the local replica -------------------------------------------------------------
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def __getitem__(self, key: Key) -> Any:
+        if key not in self._state:
+            raise KeyError(key)
+        return self._state.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def keys(self) -> list[Key]:
+        return list(self._state.keys())
+
+    def items(self) -> list[tuple[Key, Any]]:
+        return self._state.items()
+
+    def to_dict(self) -> dict[Key, Any]:
+        return self._state.to_dict()
+
+    def members(self) -> list[str]:
+        """The other nodes holding a replica, sorted."""
+        return sorted(self._members)
+
+    def memory(self) -> dict[str, int]:
+        """What the replica holds: live keys, dots (> keys only after concurrent puts),
+        context dots beyond the version vector (gaps), writers in the vector."""
+        ctx = self._state.context
+        return {
+            "keys": len(self._state),
+            "dots": self._state.dot_count(),
+            "gaps": ctx.dots(),
+            "writers": len(ctx.vv),
+        }
+
+    # -- writes: local at once, replicated in the background --------------------------------
+
+    def put(self, key: Key, value: Any) -> None:
+        """Set `key` to `value` here now; the peers get it in the background.
+
+        Raises KeyTypeError for a key that is not a str, bytes, int or tuple of
+        those, EncodeError for a value the codec cannot carry.
+        """
+        self._check_open()
+        check_key(key)
+        dist = self._node._dist
+        if dist is not None:
+            dist.codec.encode(value)  # EncodeError here, not on a peer
+        old = self._state.get(key)
+        self._local(self._state.put(self._replica, key, value))
+        self._emit({key: (old, value)})
+
+    def delete(self, key: Key) -> None:
+        """Remove `key` here now (a no-op if absent); the peers follow in the background."""
+        self._check_open()
+        check_key(key)
+        old = self._state.get(key)
+        delta = self._state.delete(self._replica, key)
+        if delta is not None:
+            self._local(delta)
+            self._emit({key: (old, None)})
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError(f"the replicated map {self.name!r} is closed")
+
+    def _local(self, delta: MapState) -> None:
+        if not self._members:
+            return
+        if self._pending is None:
+            self._pending = MapState()
+            self._pending.scope = frozenset()
+            self._router.loop.call_soon(self._flush)
+        pending = self._pending
+        pending.join(delta)
+        pending.scope = pending.scope | delta.scope  # type: ignore[operator]
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None or not self._members:
+            return
+        body = [self.name, encode_state(pending)]
+        for member in self._members:
+            if self._router.cast(member, "map.delta", body):
+                self.stats["deltas_out"] += 1
+
+    # -- change events --------------------------------------------------------------------------
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """Every visible change from now on, local or remote, as `Change(key, old, new)`.
+
+        Ends when the map is closed. Each iterator buffers what it has not consumed yet.
+        """
+        queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        self._watchers.append(queue)
+        try:
+            while True:
+                change = await queue.get()
+                if change is None:
+                    return
+                yield change
+        finally:
+            if queue in self._watchers:
+                self._watchers.remove(queue)
+
+    def _emit(self, changes: dict[Key, tuple[Any, Any]]) -> None:
+        if not self._watchers:
+            return
+        for key, (old, new) in changes.items():
+            for queue in self._watchers:
+                queue.put_nowait(Change(key, old, new))
+
+    # -- replication -------------------------------------------------------------------------------
+
+    def _on_delta(self, sender: str, wire: Any) -> None:
+        delta = decode_state(wire)
+        if delta.scope is None:
+            raise DataError(f"a delta from {sender} has no scope")
+        self.stats["deltas_in"] += 1
+        self._emit(self._state.join(delta))
+
+    def _send_state(self, member: str) -> None:
+        """Send our full state to `member` in chunks: entries first, the context last."""
+        self.stats["states_out"] += 1
+        wire = encode_state(self._state)
+        entries = wire[0]
+        sync = next(self._router.sync_ids)
+        chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)] or [[]]
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            tail = [wire[1], wire[2], wire[3]] if last else None
+            self._router.cast(member, "map.state", [self.name, sync, chunk, tail])
+
+    def _on_state(self, sender: str, sync: Any, chunk: Any, tail: Any) -> None:
+        if type(sync) is not int or type(chunk) is not list:
+            raise DataError(f"a map state chunk from {sender} is [name, sync, chunk, tail]")
+        current = self._inbound.get(sender)
+        if current is None or current[0] != sync:
+            current = (sync, [])
+            self._inbound[sender] = current
+        current[1].extend(chunk)
+        if len(current[1]) > MAX_STATE:
+            del self._inbound[sender]
+            raise DataError(f"a map state from {sender} exceeds {MAX_STATE} entries")
+        if tail is None:
+            return
+        del self._inbound[sender]
+        if type(tail) is not list or len(tail) != 3:
+            raise DataError(f"a map state tail from {sender} is [vv, cloud, stamp]")
+        state = decode_state([current[1], tail[0], tail[1], tail[2], None])
+        self.stats["states_in"] += 1
+        self._emit(self._state.join(state))
+        if sender not in self._members:  # it has just opened the map: it needs ours too
+            self._members.add(sender)
+            self._send_state(sender)
+
+    def _on_hello(self, sender: str) -> None:
+        self._members.add(sender)
+        self._send_state(sender)
+
+    def _on_bye(self, sender: str) -> None:
+        self._members.discard(sender)
+        self._inbound.pop(sender, None)
+
+    def _on_down(self, name: str) -> None:
+        self._members.discard(name)
+        self._inbound.pop(name, None)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        for member in self._members:
+            self._router.cast(member, "map.bye", self.name)
+        self._members.clear()
+        for queue in self._watchers:
+            queue.put_nowait(None)
+
+    async def close(self) -> None:
+        """Leave the map: peers stop replicating to this node; `changes()` iterators end.
+        The local replica stays readable."""
+        self._close()
+        self._router.maps.pop(self.name, None)
+
+    def __repr__(self) -> str:
+        return f"<ReplicatedMap {self.name!r} on {self._node.name}: {len(self)} keys>"
+
+
+class MapRouter:
+    """The node's replicated maps by name, and the `map.*` casts between nodes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.maps: dict[str, ReplicatedMap] = {}
+        self.sync_ids = itertools.count(1)
+        self.loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        dist = node._need_dist()
+        # A request, not a cast: a node that never opened a map answers "unknown
+        # request" quietly, where an unexpected cast would be counted as refused.
+        dist.handle("map.hello", self._on_hello)
+        for op, handler in (
+            ("map.state", self._on_state),
+            ("map.delta", self._on_delta),
+            ("map.bye", self._on_bye),
+        ):
+            dist.handle_cast(op, self._guarded(handler))
+        self._unsubscribe = node.subscribe_nodes(self._on_node_event)
+
+    def open(self, name: str) -> ReplicatedMap:
+        """The map `name` on this node, opened (and announced to every peer) if new."""
+        if type(name) is not str or not name:
+            raise ConfigError(f"a replicated map's name is a non-empty str, got {name!r}")
+        m = self.maps.get(name)
+        if m is None:
+            m = self.maps[name] = ReplicatedMap(self, name)
+            for peer in self.node.nodes():
+                self._hello(peer, name)
+        return m
+
+    def _hello(self, peer: str, name: str) -> None:
+        """Tell `peer` we hold `name`; if it does too, it adds us and sends its state."""
+        task = self.loop.create_task(self._ask(peer, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ask(self, peer: str, name: str) -> None:
+        dist = self.node._dist
+        if dist is None:
+            return
+        with contextlib.suppress(ZmeshError):
+            await dist.request(peer, "map.hello", name, None)
+
+    def cast(self, node: str, op: str, body: Any) -> bool:
+        dist = self.node._dist
+        return dist is not None and dist.cast(node, op, body)
+
+    def _guarded(self, handler: Any) -> Any:
+        def guarded(sender: str, body: Any) -> None:
+            try:
+                handler(sender, body)
+            except DataError as exc:
+                dist = self.node._dist
+                if dist is not None:
+                    dist.refuse("bad_data", f"from {sender}: {exc}")
+
+        return guarded
+
+    def _map(self, body: Any, sender: str) -> ReplicatedMap | None:
+        if type(body) is not list or not body or type(body[0]) is not str:
+            raise DataError(f"a map message from {sender} must start with the map's name")
+        return self.maps.get(body[0])
+
+    def _on_hello(self, sender: str, name: Any) -> bool:
+        if type(name) is not str:
+            raise DataError(f"map.hello from {sender} must carry a map name, got {name!r}")
+        m = self.maps.get(name)
+        if m is not None:
+            m._on_hello(sender)
+        return m is not None
+
+    def _on_state(self, sender: str, body: Any) -> None:
+        m = self._map(body, sender)
+        if len(body) != 4:
+            raise DataError(f"map.state from {sender} is [name, sync, chunk, tail]")
+        if m is not None:
+            m._on_state(sender, body[1], body[2], body[3])
+
+    def _on_delta(self, sender: str, body: Any) -> None:
+        m = self._map(body, sender)
+        if len(body) != 2:
+            raise DataError(f"map.delta from {sender} is [name, delta]")
+        if m is not None:  # joining is always safe, even from a node not yet a member
+            m._on_delta(sender, body[1])
+
+    def _on_bye(self, sender: str, name: Any) -> None:
+        m = self.maps.get(name) if type(name) is str else None
+        if m is not None:
+            m._on_bye(sender)
+
+    def _on_node_event(self, event: str, name: str) -> None:
+        for m in self.maps.values():
+            if event == "down":
+                m._on_down(name)
+            else:
+                self._hello(name, m.name)
+
+    async def stop(self) -> None:
+        """Close every map (the node is stopping)."""
+        self._unsubscribe()
+        for task in list(self._tasks):
+            task.cancel()
+        for m in list(self.maps.values()):
+            m._close()
+        self.maps.clear()
