@@ -214,3 +214,23 @@ class App(zmesh.Application):
         alive = node.whereis("app_counter") is not None
         with open(os.environ["ZMESH_TEST_APP_MARK"], "a") as f:
             f.write(f"stop counter_alive={alive}\n")
+
+
+async def map_app(node: zmesh.Node) -> zmesh.Pid:
+    """`--app zmesh_test_app:map_app`: opens the replicated map "shared", writes
+    ("up", its name) = its creation, and answers every ("ping", x) key it sees with
+    ("pong", its name, x) = the ping's value: a test reads this node's replica through
+    its own. The top process does the echoing."""
+    shared = await node.replicated_map("shared")
+    shared.put(("up", node.name), node.creation)
+
+    async def echo(proc: zmesh.Process) -> None:
+        for key, value in shared.items():  # pings written before this node (re)joined
+            if type(key) is tuple and key[0] == "ping":
+                shared.put(("pong", node.name, key[1]), value)
+        async for change in shared.changes():
+            key = change.key
+            if type(key) is tuple and key[0] == "ping" and change.new is not None:
+                shared.put(("pong", node.name, key[1]), change.new)
+
+    return node.spawn(echo)
