@@ -32,6 +32,7 @@ from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.curve import Curve, keygen
 from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
 from zmesh.runtime.node import Node
+from zmesh.runtime.presence import Presence, PresenceEvent
 from zmesh.runtime.process import ExitProcess, Process
 from zmesh.runtime.replicated_map import Change, ReplicatedMap
 from zmesh.runtime.services import ServiceInfo
@@ -98,6 +99,8 @@ __all__ = [
     "NodeConfig",
     "NodeDown",
     "Pid",
+    "Presence",
+    "PresenceEvent",
     "Process",
     "ProcessExited",
     "QueueFull",

@@ -1,20 +1,25 @@
-"""Distributed data as `Node` methods: replicated maps (a mixin of `Node`)."""
+"""Distributed data as `Node` methods: replicated maps and presence (a mixin of `Node`)."""
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 
+from zmesh.errors import ConfigError
+from zmesh.runtime.presence import MAP_NAME, Presence
 from zmesh.runtime.replicated_map import MapRouter, ReplicatedMap
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
+    from zmesh.terms import Pid
 
 
 class DataMixin:
-    """`replicated_map` of `Node`."""
+    """`replicated_map`, `presence`, `track`, `untrack` and `list` of `Node`."""
 
     if TYPE_CHECKING:
-        _services: list[Any]
+        _services: builtins.list[Any]
+        name: str
 
         def _need_dist(self) -> Distribution: ...
 
@@ -36,3 +41,37 @@ class DataMixin:
         """
         self._need_dist()
         return self._map_router().open(name)
+
+    async def presence(self) -> Presence:
+        """The cluster's presence tracker (Phoenix.Tracker), started here if new."""
+        tracker: Presence | None = getattr(self, "_data_presence", None)
+        if tracker is None:
+            shared = await self.replicated_map(MAP_NAME)
+            tracker = getattr(self, "_data_presence", None)  # another task got here first
+            if tracker is None:
+                tracker = Presence(self, shared)  # type: ignore[arg-type]
+                self._data_presence = tracker
+        return tracker
+
+    async def track(self, topic: str, pid: Pid, meta: Any = None) -> bool:
+        """Track local process `pid` under `topic` with `meta`, cluster wide, until it
+        exits or `untrack`; False if it is not alive. See `list` and `presence()`."""
+        return (await self.presence()).track(topic, pid, meta)
+
+    async def untrack(self, topic: str, pid: Pid) -> None:
+        """Stop tracking local process `pid` under `topic`."""
+        (await self.presence()).untrack(topic, pid)
+
+    def list(self, topic: str) -> builtins.list[tuple[Pid, Any]]:
+        """Every `(pid, meta)` tracked under `topic` in the cluster (local replica).
+
+        Raises ConfigError until presence runs here (`await node.presence()` or
+        `await node.track(...)`): before that this node holds no replica to read.
+        """
+        tracker: Presence | None = getattr(self, "_data_presence", None)
+        if tracker is None:
+            raise ConfigError(
+                f"presence is not started on node {self.name!r}: "
+                "call `await node.presence()` (or `await node.track(...)`) first"
+            )
+        return tracker.list(topic)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zmesh.core.crdt_map import MapState
@@ -61,6 +61,7 @@ class ReplicatedMap:
         self._pending: MapState | None = None
         self._members: set[str] = set()
         self._watchers: list[asyncio.Queue[Change | None]] = []
+        self._listeners: list[Callable[[Change], None]] = []
         self._inbound: dict[str, tuple[int, list[Any]]] = {}  # chunked states by sender
         self._closed = False
         self.stats = {"deltas_out": 0, "deltas_in": 0, "states_out": 0, "states_in": 0}
@@ -80,6 +81,10 @@ class ReplicatedMap:
 
     def __len__(self) -> int:
         return len(self._state)
+
+    def __iter__(self) -> Iterator[Key]:
+        """The keys, over a snapshot (writes during the loop are safe)."""
+        return iter(list(self._state.keys()))
 
     def keys(self) -> list[Key]:
         return list(self._state.keys())
@@ -175,12 +180,29 @@ class ReplicatedMap:
             if queue in self._watchers:
                 self._watchers.remove(queue)
 
+    def watch(self, listener: Callable[[Change], None]) -> Callable[[], None]:
+        """Call `listener(change)` synchronously on every visible change; returns an
+        unsubscribe function. A listener that raises is logged and kept."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
     def _emit(self, changes: dict[Key, tuple[Any, Any]]) -> None:
-        if not self._watchers:
+        if not self._watchers and not self._listeners:
             return
         for key, (old, new) in changes.items():
+            change = Change(key, old, new)
             for queue in self._watchers:
-                queue.put_nowait(Change(key, old, new))
+                queue.put_nowait(change)
+            for listener in list(self._listeners):
+                try:
+                    listener(change)
+                except Exception:
+                    log.exception("map %r: change listener %r failed", self.name, listener)
 
     # -- replication -------------------------------------------------------------------------------
 
