@@ -1,0 +1,267 @@
+"""Scale: how the cost of a cluster of `zmesh join` OS processes on one machine grows
+with its size N. Default NodeConfig settings; figures are printed, never asserted.
+
+For each N:
+- launch: node 0 starts, then N-1 nodes are launched at once, each seeded with node 0;
+  "all up" is when every process has printed its address, "full mesh" when every node
+  has logged N-1 peers up (read from each node's own log, so no extra node is involved).
+- idle CPU: after `--settle` seconds, the CPU time (user + system, every thread, from
+  /proc/PID/stat) that all N processes used over `--window` seconds, as a percentage of
+  one core; and each process's resident memory (VmRSS). The raw baseline in the same run
+  is N idle `python -c "import zmq; ..."` processes (a Python interpreter with one
+  ZeroMQ context, blocked in a receive), so the printed ratio is zmesh's own cost.
+- registry: this process's node joins the cluster, registers a name and polls every
+  node's `info()` (concurrently) until each lists it: register -> visible everywhere.
+- failover: a DistributedCounter service placed on a joined node, that node SIGKILLed,
+  then the time until the service answers by name from another node.
+
+    python scripts/bench_scale.py [--sizes 4,16,32,64] [--window 10] [--settle 3]
+                                  [--rounds 3] [--no-registry] [--no-failover]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SUPPORT = HERE.parent / "tests" / "support"  # joined.py; zmesh_test_app: DistributedCounter
+sys.path.insert(0, str(SUPPORT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p
+)
+
+from joined import Joined, start_join  # noqa: E402
+
+import zmesh  # noqa: E402
+
+COOKIE = "bench-scale"
+SERVICE = "zmesh_test_app:DistributedCounter"
+ME = "bench"
+UP = re.compile(r"node (\S+) up \(")
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# The raw baseline: an interpreter holding one ZeroMQ context and socket, blocked.
+RAW = "import zmq, sys; s = zmq.Context().socket(zmq.PULL); s.bind('tcp://127.0.0.1:*'); " \
+      "print('up', flush=True); s.recv()"  # fmt: skip
+
+
+# -- OS process figures -----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE / 2**20
+
+
+def idle_cpu(pids: list[int], window: float) -> float:
+    """Percent of one core that `pids` used together over `window` seconds."""
+    before = sum(cpu_seconds(p) for p in pids)
+    start = time.perf_counter()
+    time.sleep(window)
+    used = sum(cpu_seconds(p) for p in pids) - before
+    return 100.0 * used / (time.perf_counter() - start)
+
+
+def raw_idle(n: int, settle: float, window: float) -> float:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RAW], stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            p.stdout.readline()
+        time.sleep(settle)
+        return idle_cpu([p.pid for p in procs], window)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+
+
+# -- launching a cluster ----------------------------------------------------------------------
+
+
+def peers_up(joined: Joined) -> set[str]:
+    return {m.group(1) for line in list(joined.lines) for m in UP.finditer(line)}
+
+
+def launch(n: int, timeout: float) -> tuple[list[Joined], float, float]:
+    """N `zmesh join` nodes seeded with the first; (nodes, seconds until all printed their
+    address, seconds until every node logged all the others up), both from the launch."""
+    first = start_join("n0", COOKIE)
+    nodes = [first]
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=min(n, 32)) as pool:
+            rest = pool.map(
+                lambda i: start_join(f"n{i}", COOKIE, "--seed", first.address, timeout=timeout),
+                range(1, n),
+            )
+            nodes.extend(rest)
+        all_up = time.perf_counter() - start
+        names = {j.name for j in nodes}
+        deadline = start + timeout
+        while any(peers_up(j) < names - {j.name} for j in nodes):
+            if time.perf_counter() > deadline:
+                missing = {j.name: sorted(names - {j.name} - peers_up(j)) for j in nodes}
+                raise RuntimeError(f"no full mesh after {timeout} s: {missing}")
+            time.sleep(0.01)
+        return nodes, all_up, time.perf_counter() - start
+    except BaseException:
+        stop_all(nodes)
+        raise
+
+
+def stop_all(nodes: list[Joined]) -> None:
+    for j in nodes:
+        if j.proc.poll() is None:
+            j.proc.send_signal(signal.SIGKILL)
+    for j in nodes:
+        j.proc.wait(10)
+
+
+# -- figures from a node of our own in the cluster ----------------------------------------------
+
+
+async def register_visible(node: zmesh.Node, names: list[str], tag: str) -> float:
+    """Register a name here; seconds until every joined node's `info()` lists it."""
+    loop = asyncio.get_running_loop()
+    async with node.process() as me:
+        start = loop.time()
+        assert await node.register(tag, me.pid)
+        waiting = set(names)
+        while waiting:
+            infos = await asyncio.gather(*(node.node_info(n, timeout=5.0) for n in waiting))
+            waiting -= {i["name"] for i in infos if tag in i["registered"]}
+        took = loop.time() - start
+        await node.unregister(tag)
+        return took
+
+
+def service_name(members: list[str], tag: str) -> str:
+    """A service name whose owner is a joined node, and whose next owner is one too."""
+    for i in range(100_000):
+        name = f"{tag}-{i}"
+        first = zmesh.HashRing(members).key_to_node(name)
+        rest = [m for m in members if m != first]
+        if first != ME and zmesh.HashRing(rest).key_to_node(name) != ME:
+            return name
+    raise RuntimeError("no service name fits")
+
+
+async def failover(node: zmesh.Node, nodes: dict[str, Joined], tag: str) -> float:
+    """SIGKILL the node running a fresh service; seconds until it answers from another."""
+    name = service_name([ME, *nodes], tag)
+    pid = await node.spawn_service(name, SERVICE, 0)
+    victim = pid.node
+    await node.call(name, "increment")
+    start = time.perf_counter()
+    nodes.pop(victim).proc.send_signal(signal.SIGKILL)
+    while True:
+        try:
+            if await node.call(name, "where", timeout=0.1) != victim:
+                break
+        except zmesh.ZmeshError:
+            pass
+        await asyncio.sleep(0.001)
+    took = time.perf_counter() - start
+    await node.stop_service(name)
+    return took
+
+
+async def in_cluster(nodes: list[Joined], args: argparse.Namespace) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"registry": [], "failover": []}
+    by_name = {j.name: j for j in nodes}
+    async with zmesh.Node(ME, cookie=COOKIE, load=["zmesh_test_app"]) as node:
+        await node.connect(nodes[0].address)
+        names = sorted(by_name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while node.nodes() != names:
+            if loop.time() > deadline:
+                raise RuntimeError(f"{ME} sees {node.nodes()}, not {names}")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        if args.registry:
+            for i in range(args.rounds):
+                out["registry"].append(await register_visible(node, names, f"reg-{i}"))
+        if args.failover:
+            for i in range(min(args.rounds, len(by_name) - 2)):
+                out["failover"].append(await failover(node, by_name, f"fo-{i}"))
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    nodes, all_up, mesh = launch(n, args.timeout)
+    try:
+        time.sleep(args.settle)
+        pids = [j.proc.pid for j in nodes]
+        cpu = idle_cpu(pids, args.window)
+        rss = [rss_mib(p) for p in pids]
+        extra = asyncio.run(in_cluster(nodes, args))
+    finally:
+        stop_all(nodes)
+    raw = raw_idle(n, args.settle, args.window)
+    return {"all_up": all_up, "mesh": mesh, "cpu": cpu, "raw": raw, "rss": rss, **extra}
+
+
+def ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{1000 * statistics.median(values):.0f} ({1000 * max(values):.0f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="4,16,32,64", help="cluster sizes, comma-separated")
+    parser.add_argument("--window", type=float, default=10.0, help="idle CPU window, seconds")
+    parser.add_argument("--settle", type=float, default=3.0, help="wait after full mesh")
+    parser.add_argument("--rounds", type=int, default=3, help="registry and failover rounds")
+    parser.add_argument("--timeout", type=float, default=120.0, help="launch bound, seconds")
+    parser.add_argument("--no-registry", dest="registry", action="store_false")
+    parser.add_argument("--no-failover", dest="failover", action="store_false")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    cfg = zmesh.NodeConfig()
+    print(f"scale, defaults: tick {cfg.tick} s, down after {cfg.down_after} s; "
+          f"{os.cpu_count()} cores; idle window {args.window} s after {args.settle} s")  # fmt: skip
+    print(
+        f"{'N':>3} {'all up':>8} {'mesh':>8} {'idle CPU':>9} {'raw':>6} {'ratio':>6} "
+        f"{'per node':>9} {'RSS MiB':>8} {'register->seen ms':>18} {'failover ms':>12}"
+    )
+    for n in sizes:
+        r = measure(n, args)
+        ratio = r["cpu"] / r["raw"] if r["raw"] > 0 else float("inf")
+        print(
+            f"{n:>3} {r['all_up']:7.1f}s {r['mesh']:7.1f}s {r['cpu']:8.1f}% {r['raw']:5.1f}% "
+            f"{ratio:5.1f}x {r['cpu'] / n:8.2f}% {statistics.median(r['rss']):8.1f} "
+            f"{ms(r['registry']):>18} {ms(r['failover']):>12}",
+            flush=True,
+        )
+    print("median (max) over rounds; idle CPU in % of one core, summed over the N processes")
+
+
+if __name__ == "__main__":
+    main()
