@@ -13,10 +13,24 @@ from zmesh.terms import Pid
 class NodeConfig:
     """Every tunable of a node. Times are seconds, sizes bytes."""
 
-    #: Heartbeat interval: each peer hears from us at least this often.
-    tick: float = 0.4
-    #: A peer silent for this long is declared down (a paused or partitioned node).
+    #: Heartbeat interval (see `liveness`): a ZeroMQ PING on every outbound connection,
+    #: or with liveness "heartbeat" a node heartbeat to every peer not otherwise sent to.
+    tick: float = 1.0
+    #: A peer silent for this long is declared down (a stopped or cut-off node).
     down_after: float = 2.0
+    #: How a silent peer is found. "zmtp": ZeroMQ's own heartbeats (a PING every `tick`
+    #: from libzmq's I/O thread, no Python wake-up) close a connection left unanswered
+    #: for `down_after` - `tick`, and the socket monitor reports the peer down at once;
+    #: the node itself only sends a heartbeat on a link idle for `stall_after` / 3, so an
+    #: idle node does next to no work. "heartbeat": a node heartbeat to every peer each
+    #: `tick`, down after `down_after` of silence: it also catches a peer whose sockets
+    #: answer while its event loop does not, at one Python wake-up per peer per tick.
+    #: A transport with injected faults (`zmesh.testing.Cluster`) always works this way:
+    #: its faults act above the sockets, where ZeroMQ's heartbeats cannot see them.
+    liveness: str = "zmtp"
+    #: With liveness "zmtp": a peer whose node sent nothing for this long (its sockets
+    #: answer, its event loop is stuck) is declared down (never before `down_after`).
+    stall_after: float = 15.0
     #: How long `connect` waits for the handshake to finish.
     connect_timeout: float = 5.0
     #: How long a started handshake may stay incomplete before it is dropped.
@@ -82,6 +96,10 @@ class NodeConfig:
         if self.down_after <= self.tick:
             raise ConfigError(
                 f"NodeConfig.down_after ({self.down_after}) must exceed tick ({self.tick})"
+            )
+        if self.liveness not in ("zmtp", "heartbeat"):
+            raise ConfigError(
+                f"NodeConfig.liveness must be 'zmtp' or 'heartbeat', got {self.liveness!r}"
             )
         if self.reconnect_base > self.reconnect_cap:
             raise ConfigError(

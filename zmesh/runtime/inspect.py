@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from zmesh.runtime.process import Process
 
 #: Seconds between two lag samples: the loop is asked to wake after this long, and the
-#: lateness of the wake-up is the lag.
-LAG_INTERVAL = 0.25
+#: lateness of the wake-up is the lag. Once a second: an idle node wakes for little else.
+LAG_INTERVAL = 1.0
 #: Upper bounds (seconds) of the lag and call-latency histogram buckets.
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)

@@ -33,6 +33,7 @@ from zmesh.terms import NOCONNECTION
 
 if TYPE_CHECKING:
     from zmesh.discovery.strategy import Strategy
+    from zmesh.runtime.config import NodeConfig
     from zmesh.runtime.dist import Distribution
 
 log = logging.getLogger("zmesh.dist")
@@ -76,6 +77,7 @@ class Membership:
         )
         self.paused = False
         self.seeding = True  # discovery loops join what they find while this holds
+        self._peer_lost = asyncio.Event()  # wakes the seed loop while every seed is up
 
     def start(self, seeds: Sequence[str], discovery: Sequence[Strategy] = ()) -> None:
         self._seeds = []
@@ -94,6 +96,7 @@ class Membership:
         """Stop joining seeds and discovered addresses (the node is leaving)."""
         self._seeds = []
         self.seeding = False
+        self._peer_lost.set()
 
     # -- the view ---------------------------------------------------------------------------
 
@@ -183,6 +186,7 @@ class Membership:
         if not was_up:
             return
         log.info("%s: node %s down (%s)", dist.node.name, peer.name, reason)
+        self._peer_lost.set()
         dist._signals.peer_lost(peer.name)
         dist._requests.peer_lost(peer.name)
         if notify:
@@ -221,14 +225,17 @@ class Membership:
     # -- timers ---------------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
-        """Heartbeats out, silent peers down, stale handshakes dropped."""
+        """Heartbeats out, silent peers down, stale handshakes dropped: one timer per node,
+        waking once a `tick` (a peer lost without a goodbye is retried on time)."""
         dist = self._dist
         loop = asyncio.get_running_loop()
         cfg = dist.config
         while True:
-            await asyncio.sleep(cfg.tick)
+            await asyncio.sleep(min(cfg.tick, cfg.reconnect_base) if self._lost else cfg.tick)
             if self.paused:
                 continue
+            injected = dist._transport is not None and dist._transport.faults is not None
+            silence, quiet = _heartbeat_times(cfg, injected)
             now = loop.time()
             for peer in list(dist.sessions.values()):
                 if not peer.up:
@@ -236,10 +243,10 @@ class Membership:
                 peer.link.poll()
                 if not peer.up:
                     continue  # the monitor found its connection closed
-                if now - peer.last_seen > cfg.down_after:
+                if now - peer.last_seen > silence:
                     dist.counters["heartbeat_timeouts"] += 1
                     self.forget(peer, NOCONNECTION, retry=True)
-                elif now - peer.link.last_flush >= cfg.tick * 0.5:
+                elif now - peer.link.last_flush >= quiet:
                     dist.signal(peer, Kind.HEARTBEAT)
             dist._handshake.expire(now)
             if self._lost:
@@ -283,10 +290,17 @@ class Membership:
             attempt.add_done_callback(functools.partial(self._seed_done, address))
 
     async def _seed_loop(self) -> None:
-        """Keep joining seeds that are not connected, so start order does not matter."""
+        """Keep joining seeds that are not connected, so start order does not matter;
+        while all of them are up, sleep until a peer goes down."""
+        dist = self._dist
         while self._seeds:
             self.join_missing(self._seeds)
-            await asyncio.sleep(self._dist.config.seed_retry)
+            connected = self.connected_addresses() | {dist.address, dist.advertised}
+            if all(seed in connected for seed in self._seeds):
+                self._peer_lost.clear()
+                await self._peer_lost.wait()
+            else:
+                await asyncio.sleep(dist.config.seed_retry)
 
     def _seed_done(self, address: str, attempt: asyncio.Future[str]) -> None:
         if attempt.cancelled():
@@ -311,3 +325,15 @@ class Membership:
         for peer in dist.sessions.values():
             peer.last_seen = max(peer.last_seen, loop.time() - dist.config.tick)
         self.paused = False
+
+
+def _heartbeat_times(cfg: NodeConfig, faults: bool) -> tuple[float, float]:
+    """(silence after which a peer is down, idle time of a link before it carries a node
+    heartbeat) for `cfg.liveness`. With "zmtp", ZeroMQ's heartbeats find a stopped or
+    cut-off peer within `down_after`; the node's own only find a stuck event loop. Faults
+    injected above the sockets (`faults`: zmesh.testing) are invisible to ZeroMQ, so
+    there the node's heartbeats do it all, as with "heartbeat"."""
+    if cfg.liveness == "zmtp" and not faults:
+        stall = max(cfg.stall_after, cfg.down_after)
+        return stall, stall / 3
+    return cfg.down_after, cfg.tick * 0.5

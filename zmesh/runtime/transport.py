@@ -134,7 +134,6 @@ class ZmqTransport:
         # second connection presenting a live identity is a guess or a replay, not a restart.
         router.setsockopt(zmq.ROUTER_HANDOVER, 0)
         router.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        _set_zmtp_heartbeat(router, cfg)
         if self.keys is not None:
             assert self._allow is not None
             # The handler exists before the socket can accept anyone, and the domain is
@@ -533,12 +532,18 @@ def _describe_failure(event: int, value: int) -> str:
 
 
 def _set_zmtp_heartbeat(sock: zmq.Socket[bytes], cfg: NodeConfig) -> None:
-    # ZMTP heartbeats close a connection whose peer stopped answering even when no
-    # application traffic flows; the node's own heartbeats decide "down".
+    # ZMTP heartbeats (libzmq's I/O thread, no Python wake-up) close a connection whose
+    # peer stopped answering; the DEALER's monitor then reports it lost. Only DEALERs
+    # PING: every pair of nodes has one each way, and a ROUTER answers PINGs anyway (its
+    # side of a connection whose DEALER fell silent closes after the TTL the PINGs carry).
     ivl = max(int(cfg.tick * 1000), 100)
+    down = int(cfg.down_after * 1000)
+    # "zmtp": a stopped peer is seen down between down_after - tick and down_after after
+    # it stopped. "heartbeat": the node's heartbeats decide, ZMTP is only a backstop.
+    timeout = max(down - ivl, 100) if cfg.liveness == "zmtp" else down + ivl
     sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(cfg.down_after * 1000) + ivl)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, int(cfg.down_after * 1000) + ivl)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, down + ivl)
 
 
 def _fd(sock: zmq.Socket[bytes]) -> int:

@@ -27,10 +27,12 @@ from zmesh.terms import Pid
 from zmesh.testing.faults import LinkFaults
 
 #: Fast failure detection and reconnection, so a fault test takes seconds: a silent
-#: peer is down after 0.6 s, a handshake lost to a fault is retried within 0.6 s.
+#: peer is down after 0.6 s, a handshake lost to a fault is retried within 0.6 s. The
+#: node's own heartbeats: they also find a node paused above its sockets (`dist.pause()`).
 TEST_CONFIG = NodeConfig(
-    tick=0.1, down_after=0.6, connect_timeout=0.5, handshake_timeout=0.5, seed_retry=0.1
-)
+    tick=0.1, down_after=0.6, connect_timeout=0.5, handshake_timeout=0.5, seed_retry=0.1,
+    liveness="heartbeat",
+)  # fmt: skip
 
 _LOOPBACK = "tcp://127.0.0.1:0"
 
