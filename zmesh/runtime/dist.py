@@ -35,11 +35,12 @@ from zmesh.runtime.loader import import_all
 from zmesh.runtime.membership import Membership, NodeListener, Peer
 from zmesh.runtime.requests import CastHandler, RequestHandler, Requests
 from zmesh.runtime.signals import Signals
-from zmesh.runtime.transport import OutLink, ZmqTransport
+from zmesh.runtime.transport import OutLink
 from zmesh.terms import NOCONNECTION, Pid
 
 if TYPE_CHECKING:
     from zmesh.discovery.strategy import Strategy
+    from zmesh.runtime.environment import NodeTransport
     from zmesh.runtime.node import Node
 
 __all__ = ["CastHandler", "Distribution", "NodeListener", "Peer", "RequestHandler"]
@@ -93,7 +94,7 @@ class Distribution:
         if self._advertise is None and is_wildcard(listen):
             self._routable = routable_ip()
             advertised_address(listen, None, self._routable)  # refuse now, before binding
-        self._transport: ZmqTransport | None = None
+        self._transport: NodeTransport | None = None
         self.sessions: dict[str, Peer] = {}  # up or connecting, by name
         self.trusted: dict[bytes, Peer] = {}  # by the DEALER identity that proved the cookie
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -141,7 +142,7 @@ class Distribution:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, seeds: Sequence[str], discovery: Sequence[Strategy] = ()) -> None:
-        self._transport = ZmqTransport(
+        self._transport = self.node.env.transport(
             self.config,
             self._on_frame,
             self._on_link_lost,

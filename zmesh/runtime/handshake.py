@@ -25,7 +25,6 @@ The name a HELLO or CHALLENGE claims must be the one the sender's key is bound t
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +130,7 @@ class Handshake:
             future.set_exception(exc)
             return future
         self._connecting[address] = future
-        nonce = os.urandom(proto.NONCE_BYTES)
+        nonce = dist.node.env.token_bytes(proto.NONCE_BYTES)
         attempt = _Outbound(address, link, nonce, future)
         self._outbound[nonce] = attempt
         me = dist.node
@@ -287,7 +286,7 @@ class Handshake:
         # already trusts. Anyone else, an impostor included, is answered at `address`.
         same = existing is not None and existing.up and existing.address == address
         link = existing.link if same and existing is not None else self.link_to(address, name)
-        reply_nonce = os.urandom(proto.NONCE_BYTES)
+        reply_nonce = dist.node.env.token_bytes(proto.NONCE_BYTES)
         if version != proto.VERSION:
             text = f"protocol version {version} is not {proto.VERSION}"
             dist.emit_link(link, Kind.REFUSE, nonce, proto.REFUSE_VERSION, text)

@@ -13,7 +13,6 @@ import bisect
 import contextlib
 import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -112,7 +111,7 @@ class Inspector:
 
     def uptime(self) -> float:
         """Seconds since the node was made (its incarnation is its start time in ms)."""
-        return max(time.time() - self.node.creation / 1000.0, 0.0)
+        return max(self.node.env.wall_time() - self.node.creation / 1000.0, 0.0)
 
     def peer_traffic(self) -> dict[str, dict[str, int]]:
         """Per-peer message, byte and frame counts, keyed by peer name (`peer_stats`)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -173,7 +172,7 @@ class Membership:
         was_up = peer.up
         if retry and was_up and peer.address not in (dist.address, dist.advertised):
             now = asyncio.get_running_loop().time()
-            self._lost[peer.address] = (0, now + self._backoff.delay(0, random.random()))
+            self._lost[peer.address] = (0, now + self._backoff.delay(0, dist.node.env.random()))
         elif not retry:
             self._lost.pop(peer.address, None)
         peer.up = False
@@ -261,7 +260,7 @@ class Membership:
             if address in connected:
                 del self._lost[address]
             elif due <= now and not dist._handshake.pending(address):
-                delay = self._backoff.delay(attempts + 1, random.random())
+                delay = self._backoff.delay(attempts + 1, dist.node.env.random())
                 self._lost[address] = (attempts + 1, now + delay)
                 dist._handshake.start_connect(address)
 

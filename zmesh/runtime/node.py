@@ -16,7 +16,6 @@ import itertools
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from zmesh.runtime import gen_server
 from zmesh.runtime.behaviours import Behaviours
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.data import DataMixin
+from zmesh.runtime.environment import REAL, Environment
 from zmesh.runtime.inspect import Inspector
 from zmesh.runtime.local_signals import Signals
 from zmesh.runtime.process import ExitProcess, Process
@@ -93,13 +93,17 @@ class Node(Signals, Behaviours, DataMixin):
         curve: Curve | None = None,
         discovery: Sequence[Strategy | str] = (),
         advertise: str | None = None,
+        env: Environment | None = None,
     ) -> None:
+        #: Clock, randomness and transport (see zmesh.runtime.environment): real ones
+        #: unless a simulation passes its own.
+        self.env = env or REAL
         self.name = name if name is not None else f"zmesh-{os.getpid()}@{socket.gethostname()}"
         _check_node_name(self.name)
         #: Connected but out of the cluster's membership view (see the class docstring).
         self.hidden = bool(hidden)
         # The incarnation: a restarted node gets a larger one, so its old pids are stale.
-        self.creation = _next_creation()
+        self.creation = self.env.creation()
         self.config = config or NodeConfig()
         self._listen = listen
         self._cookie = cookie.encode() if isinstance(cookie, str) else cookie
@@ -555,17 +559,6 @@ class Node(Signals, Behaviours, DataMixin):
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not 0 < len(name) <= 255:
         raise ConfigError(f"a registered name must be a str of 1-255 characters, got {name!r}")
-
-
-_last_creation = 0
-
-
-def _next_creation() -> int:
-    """Milliseconds since the epoch, but always above the last one this process made:
-    a node restarted within the same millisecond still gets a new incarnation."""
-    global _last_creation
-    _last_creation = max(time.time_ns() // 1_000_000, _last_creation + 1)
-    return _last_creation
 
 
 def _check_node_name(name: str) -> None:

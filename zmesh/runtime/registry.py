@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -131,7 +130,7 @@ class Registry:
             return False
         if not node.is_alive(pid):  # it died while we asked
             return False
-        entry = Entry(name, pid, Stamp(time.time(), node.name, next(self._seq)))
+        entry = Entry(name, pid, Stamp(node.env.wall_time(), node.name, next(self._seq)))
         self._apply(self.state.add(entry, self._now()))
         self._broadcast("reg.add", _wire(entry))
         return self.state.whereis(name) == pid
@@ -204,7 +203,7 @@ class Registry:
         return visible if node.hidden else [node.name, *visible]
 
     def _now(self) -> float:
-        return time.monotonic()
+        return self.node._loop.time()
 
     def _broadcast(self, op: str, body: Any) -> None:
         if self.node._dist is not None:

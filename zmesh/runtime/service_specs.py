@@ -5,7 +5,6 @@ and the `svc.*` casts that keep every node's table, capabilities and members in 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core import service_wire as wire
@@ -165,7 +164,8 @@ class Specs:
 
     def _on_create(self, sender: str, body: Any) -> list[Any]:
         """On the name's leader: make the spec unless a different one exists."""
-        spec = wire.parse_create(body, Stamp(time.time(), self.node.name, next(self._seq)))
+        stamp = Stamp(self.node.env.wall_time(), self.node.name, next(self._seq))
+        spec = wire.parse_create(body, stamp)
         existing = self.table.get(spec.name)
         if existing is not None:
             return (

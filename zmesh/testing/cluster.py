@@ -165,7 +165,7 @@ class Cluster:
         previous = self._nodes.get(name)
         seeds = [address for other, address in self.addresses.items() if other != name]
         listen = self.addresses.get(name, _LOOPBACK)
-        node = Node(name, listen=listen, seeds=seeds, **self._options)
+        node = self._new_node(name, listen, seeds)
         try:
             await node.boot()
         except ConfigError as exc:
@@ -185,6 +185,10 @@ class Cluster:
         self._left.discard(name)
         self._paused.discard(name)
         return node
+
+    def _new_node(self, name: str, listen: str, seeds: list[str]) -> Node:
+        """The (unstarted) node `name`; a simulation overrides this to run it in memory."""
+        return Node(name, listen=listen, seeds=seeds, **self._options)
 
     # -- access --------------------------------------------------------------------------------
 
