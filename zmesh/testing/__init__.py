@@ -6,7 +6,12 @@ the transport; `settle()` waits until every node's view matches who can reach wh
 
 The pytest plugin (`zmesh.testing.plugin`, registered as the `pytest11` entry point
 `zmesh`) provides the `zmesh_cluster` and `zmesh_cluster_factory` fixtures;
-`zmesh.testing.strategies` has hypothesis strategies for fault schedules. See
+`zmesh.testing.strategies` has hypothesis strategies for fault schedules.
+
+`run_simulation(test, n=5, seed=0)` runs the same nodes in virtual time over an
+in-memory network (`Simulation`, a `Cluster`), every run replayable from its seed;
+`zmesh.testing.schedules` draws timed fault schedules for it, and
+`zmesh.testing.checkers` checks delivery order, signals and the registry. See
 docs/testing.md.
 """
 
@@ -18,5 +23,29 @@ from zmesh.testing.cluster import (
     wait_until,
 )
 from zmesh.testing.faults import LinkFaults
+from zmesh.testing.sim_loop import Deadlock, SimulationError, VirtualTimeLoop
+from zmesh.testing.simulation import Simulation, run_simulation
 
-__all__ = ["TEST_CONFIG", "Cluster", "LinkFaults", "SettleTimeout", "WaitTimeout", "wait_until"]
+__all__ = [
+    "TEST_CONFIG",
+    "Cluster",
+    "Deadlock",
+    "LinkFaults",
+    "SettleTimeout",
+    "Simulation",
+    "SimulationError",
+    "VirtualTimeLoop",
+    "WaitTimeout",
+    "run_schedule",
+    "run_simulation",
+    "wait_until",
+]
+
+
+def __getattr__(name: str) -> object:
+    # run_schedule needs hypothesis (the `test` extra): imported only when asked for.
+    if name == "run_schedule":
+        from zmesh.testing.schedules import run_schedule
+
+        return run_schedule
+    raise AttributeError(f"module 'zmesh.testing' has no attribute {name!r}")

@@ -177,6 +177,22 @@ def run_simulation(
     exception from the test propagates with a note naming the seed and how to replay it.
     Call it from a plain (not async) test function: it runs its own loop.
     """
+    name = getattr(test, "__qualname__", "test")
+    extra = f", skew={skew}" if skew else ""
+    replay = f"zmesh.testing.run_simulation({name}, n={n}, seed={seed}{extra})"
+    return simulate(test, n=n, seed=seed, skew=skew, replay=replay, **node_options)
+
+
+def simulate(
+    test: Callable[[Simulation], Awaitable[T]],
+    *,
+    n: int,
+    seed: int,
+    replay: str,
+    skew: float = 0.0,
+    **node_options: Any,
+) -> T:
+    """`run_simulation`, with the replay line a failure is noted with given by the caller."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -195,11 +211,8 @@ def run_simulation(
     try:
         return loop.run_until_complete(main())
     except BaseException as exc:
-        name = getattr(test, "__qualname__", repr(test))
-        exc.add_note(
-            f"zmesh simulation seed={seed} n={n}; replay: "
-            f"run_simulation({name}, n={n}, seed={seed}{f', skew={skew}' if skew else ''})"
-        )
+        exc.add_note(f"zmesh simulation seed={seed} failed at virtual t={loop.time():.3f}s")
+        exc.add_note(f"replay: {replay}")
         raise
     finally:
         _close(loop)
