@@ -13,6 +13,7 @@ CONTRACT = {
     "NORMAL", "KILL", "KILLED", "NOPROC", "NOCONNECTION", "SHUTDOWN", "NAME_CONFLICT",
     "ServiceInfo", "NoQuorum",
     "ReplicatedMap", "Change", "DataError", "Presence", "PresenceEvent",
+    "KV", "Conflict", "Versioned", "Unavailable",
 }  # fmt: skip
 
 
@@ -36,6 +37,6 @@ def test_node_api_names_from_the_contract() -> None:
         "connect", "nodes", "spawn", "send", "process", "exit", "spawn_remote", "start",
         "call", "cast", "start_supervisor", "register", "whereis", "unregister", "ring",
         "address", "name", "spawn_service", "services", "stop_service", "replicated_map",
-        "presence", "track", "untrack", "list",
+        "presence", "track", "untrack", "list", "kv_open", "kv",
     ):  # fmt: skip
         assert hasattr(zmesh.Node, name) or name in ("address", "name"), name

@@ -25,12 +25,14 @@ from zmesh.errors import (
     QueueFull,
     ReceiveTimeout,
     RemoteError,
+    Unavailable,
     ZmeshError,
 )
 from zmesh.runtime.application import Application
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.curve import Curve, keygen
 from zmesh.runtime.gen_server import NOREPLY, Caller, GenServer
+from zmesh.runtime.kv import KV, Conflict, Versioned
 from zmesh.runtime.node import Node
 from zmesh.runtime.presence import Presence, PresenceEvent
 from zmesh.runtime.process import ExitProcess, Process
@@ -64,6 +66,7 @@ __version__ = "0.1.0"
 __all__ = [
     "KILL",
     "KILLED",
+    "KV",
     "NAME_CONFLICT",
     "NOCONNECTION",
     "NOPROC",
@@ -78,6 +81,7 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "ConfigError",
+    "Conflict",
     "ConnectError",
     "Curve",
     "DataError",
@@ -112,6 +116,8 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorError",
+    "Unavailable",
+    "Versioned",
     "ZmeshError",
     "__version__",
     "child",

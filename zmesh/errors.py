@@ -102,3 +102,8 @@ class ConfigError(ZmeshError, ValueError):
 class DataError(ZmeshError, ValueError):
     """A malformed replicated-data message from a peer (a map delta or state, a store
     request); refused and counted, never applied."""
+
+
+class Unavailable(ZmeshError):
+    """Fewer replicas of the partitioned store answered than the read or write needs
+    (`r` or `w`) within its timeout; a write may still have reached some of them."""

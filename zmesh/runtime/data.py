@@ -1,11 +1,14 @@
-"""Distributed data as `Node` methods: replicated maps and presence (a mixin of `Node`)."""
+"""Distributed data as `Node` methods: replicated maps, presence and the partitioned
+store (a mixin of `Node`)."""
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zmesh.errors import ConfigError
+from zmesh.runtime.kv import KV, KVRouter
 from zmesh.runtime.presence import MAP_NAME, Presence
 from zmesh.runtime.replicated_map import MapRouter, ReplicatedMap
 
@@ -15,7 +18,8 @@ if TYPE_CHECKING:
 
 
 class DataMixin:
-    """`replicated_map`, `presence`, `track`, `untrack` and `list` of `Node`."""
+    """`replicated_map`, `presence`, `track`, `untrack`, `list`, `kv_open` and `kv` of
+    `Node`."""
 
     if TYPE_CHECKING:
         _services: builtins.list[Any]
@@ -75,3 +79,38 @@ class DataMixin:
                 "call `await node.presence()` (or `await node.track(...)`) first"
             )
         return tracker.list(topic)
+
+    async def kv_open(
+        self,
+        name: str = "default",
+        *,
+        n: int = 3,
+        partitions: int = 64,
+        resolve: Callable[[builtins.list[Any]], Any] | None = None,
+        timeout: float = 5.0,
+    ) -> KV:
+        """This node's handle on the partitioned store `name`, opened (and the node made
+        one of its members) if new: `partitions` vnodes on a ring of the members, each
+        key on `n` of them. `resolve(values)` picks a value among concurrent siblings
+        in `get`. Every member must open it with the same `n` and `partitions`
+        (ConfigError here otherwise, and a peer that disagrees is not a member).
+        """
+        router: KVRouter | None = getattr(self, "_data_kv", None)
+        if router is None:
+            self._need_dist()
+            router = KVRouter(self)  # type: ignore[arg-type]
+            self._data_kv = router
+            self._services.append(router)
+        return await router.open(name, n, partitions, resolve, timeout)
+
+    @property
+    def kv(self) -> KV:
+        """The store named "default" (`await node.kv_open()` opens it); ConfigError
+        until it is open on this node."""
+        router: KVRouter | None = getattr(self, "_data_kv", None)
+        store = router.stores.get("default") if router is not None else None
+        if store is None:
+            raise ConfigError(
+                f"no default store open on node {self.name!r}: call `await node.kv_open()`"
+            )
+        return store

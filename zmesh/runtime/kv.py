@@ -1,0 +1,462 @@
+"""`KV`: a riak_core-style partitioned key-value store on the ring (the Dynamo design).
+
+``kv = await node.kv_open("store", n=3, partitions=64)``: the keyspace is cut into
+`partitions` vnodes placed on a ring of the store's members; each key lives on the
+`n` distinct nodes of its partition's preference list (`key_to_nodes`).
+
+- ``await kv.put(key, value, w=2)``: the first reachable node of the preference list
+  coordinates (the call is forwarded to it when that is another node). It numbers
+  the write with its own dot and, unless the caller passes the `context` it read,
+  takes the context of the siblings it holds, so a plain put supersedes what its
+  coordinator has seen; it writes to every target and returns once `w` have
+  applied it (Unavailable otherwise). A down primary's share goes to the next
+  node round the ring as a hint, delivered when the primary returns.
+- ``await kv.get(key, r=2)``: asks every reachable target, waits for all of them
+  (at least `r`, Unavailable otherwise), merges their sibling sets, and repairs
+  any replica that was behind (read repair, in the background). Waiting for every
+  reachable target, not the first `r`, is what makes a read after an acknowledged
+  write (``w + r > n``) return it even while ``n - w`` replicas are lost.
+- Concurrent writes are kept as siblings (dotted version vectors); `get` returns
+  `resolve(values)` when the store has a resolver, else a `Conflict`. `fetch`
+  returns every sibling and the context to write back with.
+- ``await kv.keys()``: a coverage query over every reachable member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from zmesh.core.crdt_wire import check_key
+from zmesh.core.kv_placement import Target, key_to_nodes, preference_list
+from zmesh.core.kv_wire import decode_siblings, encode_sibling, encode_siblings
+from zmesh.core.ring import Key
+from zmesh.core.version_vector import TOMBSTONE, Sibling, Siblings, VersionVector
+from zmesh.errors import ConfigError, DataError, Unavailable, ZmeshError
+from zmesh.runtime.kv_vnodes import Vnodes, live_keys
+
+if TYPE_CHECKING:
+    from zmesh.runtime.node import Node
+
+__all__ = ["KV", "Conflict", "KVRouter", "Versioned"]
+
+_ABSENT = object()
+
+
+class Versioned(NamedTuple):
+    """What `fetch` returns: the live sibling values and the context to write with."""
+
+    values: list[Any]
+    context: dict[str, int]
+
+
+class Conflict(NamedTuple):
+    """What `get` returns for concurrent writes when the store has no resolver: write
+    the value you choose back with ``put(key, value, context=conflict.context)``."""
+
+    values: list[Any]
+    context: dict[str, int]
+
+
+class KV:
+    """One node's handle on the partitioned store `name` (from `node.kv_open`)."""
+
+    def __init__(
+        self,
+        router: KVRouter,
+        name: str,
+        n: int,
+        partitions: int,
+        resolve: Callable[[list[Any]], Any] | None,
+        timeout: float,
+    ) -> None:
+        self.name = name
+        self.n = n
+        self.partitions = partitions
+        self.timeout = timeout
+        self._resolve = resolve
+        self._router = router
+        self._node = router.node
+        self.vnodes = Vnodes(self._node, name, n, partitions)
+        self._writer = f"{self._node.name}#{self._node.creation}"
+        self._counter = itertools.count(1)
+
+    # -- placement ----------------------------------------------------------------
+
+    def key_to_nodes(self, key: Key) -> list[str]:
+        """The primaries of `key` on the store's ring (down members included)."""
+        return key_to_nodes(self.vnodes.ring, check_key(key), self.n, self.partitions)
+
+    def members(self) -> list[str]:
+        """Every node that opened this store and has not left, this one included."""
+        return sorted(self.vnodes.known)
+
+    def _targets(self, key: Key) -> list[Target]:
+        v = self.vnodes
+        return preference_list(v.ring, v.partition(key), self.n, v.up())
+
+    def _check(self, what: str, value: object) -> int:
+        if type(value) is not int or not 1 <= value <= self.n:
+            raise ConfigError(f"{what} must be an int in [1, n={self.n}], got {value!r}")
+        return value
+
+    # -- writes ----------------------------------------------------------------
+
+    async def put(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        w: int = 2,
+        context: VersionVector | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Store `value` under `key` on `n` replicas; return once `w` have it.
+
+        Raises Unavailable if fewer than `w` applied it within `timeout`,
+        KeyTypeError for a bad key, EncodeError for a value the codec cannot carry.
+        """
+        await self._write(key, value, w, context, timeout)
+
+    async def delete(
+        self,
+        key: Key,
+        *,
+        w: int = 2,
+        context: VersionVector | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Delete `key` (a tombstone write, replicated like a put)."""
+        await self._write(key, TOMBSTONE, w, context, timeout)
+
+    async def _write(
+        self, key: Key, value: Any, w: int, context: VersionVector | None, timeout: float | None
+    ) -> None:
+        check_key(key)
+        self._check("w", w)
+        timeout = self.timeout if timeout is None else timeout
+        dist = self._node._need_dist()
+        if value is not TOMBSTONE:
+            dist.codec.encode(value)  # EncodeError here, not on a replica
+        if context is not None:
+            context = _check_context(context)
+        targets = self._targets(key)
+        if not targets:  # pragma: no cover - this node is always up and a member
+            raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
+        coordinator = targets[0].node
+        if coordinator != self._node.name:
+            deleted = value is TOMBSTONE
+            body = [key, None if deleted else value, deleted, _wire_context(context), w, timeout]
+            try:
+                await self.vnodes.request(coordinator, "kv.put", body, timeout + 1.0)
+            except DataError:
+                raise
+            except ZmeshError as exc:
+                if isinstance(exc, Unavailable):
+                    raise
+                raise Unavailable(f"store {self.name!r}: coordinator {coordinator} failed: "
+                                  f"{exc}") from None  # fmt: skip
+            return
+        await self.coordinate(key, value, w, context, timeout)
+
+    async def coordinate(
+        self, key: Key, value: Any, w: int, context: VersionVector | None, timeout: float
+    ) -> int:
+        """Number the write, apply it here and send it to every other target; return
+        the acknowledgements once there are `w` (Unavailable if there never are)."""
+        v = self.vnodes
+        targets = self._targets(key)
+        if context is None:
+            context = v.local_view(key).context()
+        sibling = Sibling(
+            (self._writer, next(self._counter)), tuple(sorted(context.items())), value
+        )
+        acks = 0
+        pending = []
+        wire = encode_sibling(sibling)
+        for target in targets:
+            if target.node == self._node.name:
+                v.apply(key, sibling, target.hint_for)
+                acks += 1
+            else:
+                body = [key, wire, target.hint_for]
+                pending.append(asyncio.ensure_future(v.request(target.node, "kv.write", body,
+                                                               timeout)))  # fmt: skip
+        if acks >= w:
+            self._background(pending)
+            return acks
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiting = set(pending)
+        while waiting and acks < w:
+            done, waiting = await asyncio.wait(
+                waiting, timeout=max(0.0, deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            if not done:
+                break
+            acks += sum(1 for f in done if not f.cancelled() and f.exception() is None)
+        self._background(waiting)
+        if acks < w:
+            raise Unavailable(
+                f"store {self.name!r}: {acks} of {len(targets)} replicas acknowledged "
+                f"{key!r}, w={w}"
+            )
+        return acks
+
+    def _background(self, futures: Any) -> None:
+        for fut in futures:  # let them finish; their failures are retried by handoffs
+            fut.add_done_callback(_consume)
+
+    # -- reads ----------------------------------------------------------------
+
+    async def fetch(self, key: Key, *, r: int = 2, timeout: float | None = None) -> Versioned:
+        """Every live sibling value of `key` (empty if absent or deleted) and the
+        context that supersedes them all. Raises Unavailable if fewer than `r` of the
+        replicas answered within `timeout`."""
+        merged = await self._read(key, r, timeout)
+        return Versioned(merged.values(), merged.context())
+
+    async def get(
+        self, key: Key, default: Any = None, *, r: int = 2, timeout: float | None = None
+    ) -> Any:
+        """The value of `key`, `default` if absent; with concurrent siblings,
+        `resolve(values)` if the store has a resolver, else a `Conflict`."""
+        merged = await self._read(key, r, timeout)
+        values = merged.values()
+        if not values:
+            return default
+        if len(values) == 1:
+            return values[0]
+        if self._resolve is not None:
+            return self._resolve(values)
+        return Conflict(values, merged.context())
+
+    async def _read(self, key: Key, r: int, timeout: float | None) -> Siblings:
+        check_key(key)
+        self._check("r", r)
+        timeout = self.timeout if timeout is None else timeout
+        v = self.vnodes
+        targets = self._targets(key)
+        answers: list[tuple[Target, Siblings]] = []
+        asks = {}
+        for target in targets:
+            if target.node == self._node.name:
+                answers.append((target, v.held(key, target.hint_for)))
+            else:
+                body = [key, target.hint_for]
+                asks[asyncio.ensure_future(v.request(target.node, "kv.read", body, timeout))] = (
+                    target
+                )
+        if asks:
+            done, late = await asyncio.wait(asks, timeout=timeout)
+            self._background(late)
+            for fut in done:
+                if fut.exception() is None:
+                    try:
+                        answers.append((asks[fut], decode_siblings(fut.result())))
+                    except DataError:
+                        continue
+        if len(answers) < r:
+            raise Unavailable(
+                f"store {self.name!r}: {len(answers)} of {len(targets)} replicas answered "
+                f"for {key!r}, r={r}"
+            )
+        merged = Siblings()
+        for _, siblings in answers:
+            merged = merged.sync(siblings)
+        for target, siblings in answers:
+            if siblings != merged:  # read repair
+                if target.node == self._node.name:
+                    v.merge(key, merged, target.hint_for)
+                else:
+                    v.cast(target.node, "kv.repair", [key, encode_siblings(merged),
+                                                      target.hint_for])  # fmt: skip
+        return merged
+
+    async def keys(self, *, timeout: float | None = None) -> list[Key]:
+        """Every key with a live value, from every reachable member (a coverage query).
+        Raises Unavailable if a member does not answer within `timeout`."""
+        timeout = self.timeout if timeout is None else timeout
+        v = self.vnodes
+        me = self._node.name
+        peers = sorted(v.up() - {me})
+        try:
+            answers = await asyncio.gather(*(v.request(p, "kv.keys", [], timeout) for p in peers))
+        except ZmeshError as exc:
+            raise Unavailable(f"store {self.name!r}: coverage query failed: {exc}") from None
+        return sorted(live_keys([v.on_keys(me, []), *answers]), key=repr)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Leave the store gracefully: hand every partition held here to its next owners,
+        then tell the members, which take this node off the store's ring."""
+        await self.vnodes.leave()
+        self._router.stores.pop(self.name, None)
+
+    def stats(self) -> dict[str, int]:
+        v = self.vnodes
+        return {
+            "keys": sum(len(t) for t in v.data.values()),
+            "hints": sum(len(t) for t in v.hints.values()),
+            **v.counters,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<KV {self.name!r} on {self._node.name}: n={self.n}, {len(self.vnodes.known)} members>"
+        )
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _check_context(context: Any) -> dict[str, int]:
+    if not hasattr(context, "items"):
+        raise ConfigError(f"a context is the mapping fetch() returned, got {context!r}")
+    out = {}
+    for writer, n in context.items():
+        if type(writer) is not str or type(n) is not int or n < 1:
+            raise ConfigError(f"a context maps writers (str) to counts (int >= 1): {context!r}")
+        out[writer] = n
+    return out
+
+
+def _wire_context(context: VersionVector | None) -> list[list[Any]] | None:
+    return None if context is None else [[k, n] for k, n in context.items()]
+
+
+class KVRouter:
+    """The node's stores by name, and the ``kv.*`` requests and casts between nodes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.stores: dict[str, KV] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        dist = node._need_dist()
+        for op, handler in (
+            ("kv.hello", self._on_hello),
+            ("kv.put", self._on_put),
+            ("kv.write", lambda s, kv, b: kv.vnodes.on_write(s, b)),
+            ("kv.read", lambda s, kv, b: kv.vnodes.on_read(s, b)),
+            ("kv.handoff", lambda s, kv, b: kv.vnodes.on_handoff(s, b)),
+            ("kv.keys", lambda s, kv, b: kv.vnodes.on_keys(s, b)),
+        ):
+            dist.handle(op, self._route(op, handler))
+        dist.handle_cast("kv.repair", self._route("kv.repair", self._on_repair, cast=True))
+        dist.handle_cast("kv.leave", self._route("kv.leave", self._on_leave, cast=True))
+        self._unsubscribe = node.subscribe_nodes(self._on_node_event)
+
+    def _route(self, op: str, handler: Any, *, cast: bool = False) -> Any:
+        def routed(sender: str, body: Any) -> Any:
+            try:
+                if type(body) is not list or not body or type(body[0]) is not str:
+                    raise DataError(f"{op} from {sender} must start with the store's name")
+                kv = self.stores.get(body[0])
+                if kv is None:
+                    if cast:
+                        return None
+                    raise ZmeshError(f"no store {body[0]!r} open on {self.node.name}")
+                return handler(sender, kv, body[1:])
+            except DataError as exc:
+                if not cast:
+                    raise  # the request layer refuses it, counted as bad_requests
+                dist = self.node._dist
+                if dist is not None:
+                    dist.refuse("bad_data", f"{op} from {sender}: {exc}")
+                return None
+
+        return routed
+
+    async def open(self, name: str, n: int, partitions: int, resolve: Any, timeout: float) -> KV:
+        if type(name) is not str or not name:
+            raise ConfigError(f"a store's name is a non-empty str, got {name!r}")
+        for what, value in (("n", n), ("partitions", partitions)):
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{what} must be an int >= 1, got {value!r}")
+        kv = self.stores.get(name)
+        if kv is not None:
+            if (kv.n, kv.partitions) != (n, partitions):
+                raise ConfigError(
+                    f"store {name!r} is open here with n={kv.n}, partitions={kv.partitions}"
+                )
+            return kv
+        kv = self.stores[name] = KV(self, name, n, partitions, resolve, timeout)
+        await asyncio.gather(*(self._hello(kv, peer) for peer in self.node.nodes()))
+        return kv
+
+    async def _hello(self, kv: KV, peer: str) -> None:
+        try:
+            answer = await kv.vnodes.request(peer, "kv.hello", [kv.n, kv.partitions], 5.0)
+        except ZmeshError:
+            return  # no such store there (or it is gone): not a member
+        if answer is True and not kv.vnodes.closed:
+            kv.vnodes.add_member(peer)
+
+    def _on_hello(self, sender: str, kv: KV, body: Any) -> bool:
+        n, partitions = _fields2(body, sender)
+        if (n, partitions) != (kv.n, kv.partitions):
+            raise ZmeshError(
+                f"store {kv.name!r} is open on {self.node.name} with n={kv.n}, "
+                f"partitions={kv.partitions}, not n={n}, partitions={partitions}"
+            )
+        kv.vnodes.add_member(sender)
+        return True
+
+    async def _on_put(self, sender: str, kv: KV, body: Any) -> int:
+        if type(body) is not list or len(body) != 6:
+            raise DataError(f"kv.put from {sender} has 6 fields")
+        key, value, deleted, context, w, timeout = body
+        key = kv.vnodes.key(key)
+        if type(deleted) is not bool or type(w) is not int or not 1 <= w <= kv.n:
+            raise DataError(f"kv.put from {sender}: bad deleted or w: {body!r}")
+        if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+            raise DataError(f"kv.put from {sender}: bad timeout {timeout!r}")
+        ctx = None
+        if context is not None:
+            if type(context) is not list:
+                raise DataError(f"kv.put from {sender}: a context is a list of pairs")
+            ctx = {}
+            for pair in context:
+                if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str
+                        or type(pair[1]) is not int or pair[1] < 1):  # fmt: skip
+                    raise DataError(f"kv.put from {sender}: bad context entry {pair!r}")
+                ctx[pair[0]] = pair[1]
+        return await kv.coordinate(key, TOMBSTONE if deleted else value, w, ctx, float(timeout))
+
+    def _on_repair(self, sender: str, kv: KV, body: Any) -> None:
+        kv.vnodes.on_repair(sender, body)
+
+    def _on_leave(self, sender: str, kv: KV, body: Any) -> None:
+        kv.vnodes.remove_member(sender)
+
+    def _on_node_event(self, event: str, name: str) -> None:
+        if event != "up":
+            return
+        for kv in self.stores.values():
+            task = asyncio.get_running_loop().create_task(self._hello(kv, name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """The node is stopping: leave every store gracefully."""
+        self._unsubscribe()
+        for kv in list(self.stores.values()):
+            try:
+                await asyncio.wait_for(kv.vnodes.leave(), 10.0)
+            except (TimeoutError, ZmeshError):
+                kv.vnodes.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        self.stores.clear()
+
+
+def _fields2(body: Any, sender: str) -> tuple[int, int]:
+    if type(body) is not list or len(body) != 2 or any(type(x) is not int for x in body):
+        raise DataError(f"kv.hello from {sender} is [name, n, partitions], got {body!r}")
+    return body[0], body[1]
