@@ -230,4 +230,5 @@ async def test_remote_calls_leave_no_monitor_behind_on_either_node(two_nodes) ->
     server = b._procs[pid.id]
     await wait_until(lambda: not server.watchers and not b._dist._signals._cross["a"].watchers, 2)
     router = a._call_router()
-    assert not router.monitors and not router._calls and not a._dist._signals._cross["b"].monitors
+    a_cross = a._dist._signals._cross.get("b")  # a call leaves none on the caller's node
+    assert not router.monitors and not router._calls and (a_cross is None or not a_cross.monitors)

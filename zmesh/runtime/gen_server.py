@@ -124,7 +124,7 @@ def reply(node: Node, caller: Pid, ref: Ref, value: object) -> None:
     if caller.node == node.name:
         router = node._calls
         if router is not None and caller is router.pid:
-            router.answer(ref, value, None)
+            router.answer(ref.id, value, None)
         else:
             node.send(caller, (ref, value))
     elif node._dist is not None:
@@ -258,9 +258,9 @@ class CallRouter(Process):
     The reply `(ref, value)` or the server's `Down` finds the waiting call by its ref; a
     reply to a call that timed out finds nothing and is dropped. On timeout (or when the
     waiting task is cancelled) the watch is removed: one DEMONITOR for a remote server.
-    Timeouts share one timer, armed at the earliest deadline. A caller's pid that does
-    not change from call to call stays in both nodes' codec caches, and no process is
-    made and torn down per call.
+    Losing the server's node fails its calls ("noconnection"). Timeouts share one timer,
+    armed at the earliest deadline. No process is made and torn down per call, and the
+    wire carries only the router's and the ref's numbers (both are of the calling node).
     """
 
     __slots__ = ("_calls", "_last_deadline", "_ordered", "_timer", "_timer_at")
@@ -279,37 +279,40 @@ class CallRouter(Process):
 
     def deliver(self, message: object) -> None:
         if type(message) is tuple and len(message) == 2 and type(message[0]) is Ref:
-            self.answer(message[0], message[1], None)
+            ref, node = message[0], self.node
+            if ref.node == node.name and ref.creation == node.creation:
+                self.answer(ref.id, message[1], None)
 
     def _down(self, ref: Ref, pid: Pid, reason: object) -> None:
-        entry = self._take(ref)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(_call_failed(pid, reason))
+        entry = self._calls.get(ref.id)
+        if entry is not None and entry[4] == ref:
+            del self._calls[ref.id]
+            if not entry[0].done():
+                entry[0].set_exception(_call_failed(pid, reason))
 
-    def answer(self, ref: Ref, value: object, via: str | None) -> None:
-        """Hand `value` to the call `ref` (dropped if it is no longer waiting); `via` is
-        the node the reply came from (None: a local or plain message), see `call_done`."""
-        calls = self._calls
-        entry = calls.get(ref.id)
-        if entry is None or (entry[4] is not ref and entry[4] != ref):
+    def node_lost(self, name: str) -> None:
+        """Fail every call to a server on node `name` ("noconnection")."""
+        lost = [e for e in self._calls.values() if type(e[2]) is Pid and e[2].node == name]
+        for entry in lost:
+            del self._calls[entry[4].id]
+            if not entry[0].done():
+                entry[0].set_exception(_call_failed(entry[2], NOCONNECTION))  # type: ignore[arg-type]
+
+    def answer(self, ref_id: int, value: object, via: str | None) -> None:
+        """Hand `value` to the call with ref id `ref_id` (dropped if it is no longer
+        waiting); `via` is the node the reply came from (None: a local or plain message),
+        see `call_done`."""
+        entry = self._calls.pop(ref_id, None)
+        if entry is None:
             return
-        del calls[ref.id]
         server = entry[2]
         if type(server) is Pid:
             self._forget(entry, via)
         elif server.watchers is not None:  # type: ignore[union-attr]
-            server.watchers.pop(ref, None)  # type: ignore[union-attr]
+            server.watchers.pop(entry[4], None)  # type: ignore[union-attr]
         waiting = entry[0]
         if not waiting.done():
             waiting.set_result(value)
-
-    def _take(self, ref: Ref) -> _Call | None:
-        calls = self._calls
-        entry = calls.get(ref.id)
-        if entry is None or (entry[4] is not ref and entry[4] != ref):
-            return None
-        del calls[ref.id]
-        return entry
 
     def _forget(self, entry: _Call, via: str | None) -> None:
         """End the implicit monitor of a call that ends other than by its server's death."""
@@ -365,7 +368,7 @@ class CallRouter(Process):
                 return await waiting
             except BaseException:
                 # Cancelled while waiting: the call is abandoned, its monitor with it.
-                entry = self._take(ref)
+                entry = self._calls.pop(ref.id, None)
                 if entry is not None:
                     self._forget(entry, None)
                 raise

@@ -19,10 +19,13 @@ from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
+    from zmesh.runtime.process import Process
 
 # Plain ints: the codec packs an IntEnum member through its slow `default` hook.
 _CALL: Final = int(Kind.CALL)
 _CALL_REPLY: Final = int(Kind.CALL_REPLY)
+_SEND: Final = int(Kind.SEND)
+_PID_CACHE: Final = 1024  # callers' pids remembered per peer; cleared whole when full
 
 
 @dataclass(eq=False)
@@ -32,8 +35,10 @@ class _Links:
     links: set[tuple[Pid, Pid]] = field(default_factory=set)  # (local, remote)
     monitors: dict[Ref, tuple[Pid, Pid]] = field(default_factory=dict)  # ours on theirs
     watchers: dict[Ref, Pid] = field(default_factory=dict)  # theirs on our pid
-    # The implicit monitors of their calls to our servers (CALL), by call ref: the server.
-    calls: dict[Ref, Pid] = field(default_factory=dict)
+    # The implicit monitors of their calls to our servers (CALL), by call ref id: the
+    # server and the ref.
+    calls: dict[int, tuple[Process, Ref]] = field(default_factory=dict)
+    pids: dict[int, Pid] = field(default_factory=dict)  # their callers' pids, by id
 
 
 class Signals:
@@ -64,22 +69,26 @@ class Signals:
         }
 
     def peer_lost(self, name: str) -> None:
-        """Fire every link and monitor across the session with `name` ("noconnection")."""
+        """Fire every link, monitor and call across the session with `name` ("noconnection")."""
+        node = self._node
+        if node._calls is not None:
+            node._calls.node_lost(name)
         cross = self._cross.pop(name, None)
         if cross is None:
             return
-        node = self._node
         for local, remote in cross.links:
             proc = node._local(local)
             if proc is not None:
                 node._exit_signal(proc, remote, NOCONNECTION, linked=True)
         for ref, (watcher, target) in cross.monitors.items():
             node._deliver_down(watcher, ref, target, NOCONNECTION)
-        for watches in (cross.watchers, cross.calls):
-            for ref, target in watches.items():
-                proc = node._local(target)
-                if proc is not None and proc.watchers is not None:
-                    proc.watchers.pop(ref, None)
+        for ref, target in cross.watchers.items():
+            proc = node._local(target)
+            if proc is not None and proc.watchers is not None:
+                proc.watchers.pop(ref, None)
+        for server, ref in cross.calls.values():
+            if server.watchers is not None:
+                server.watchers.pop(ref, None)
 
     # -- outbound -------------------------------------------------------------------------------
 
@@ -132,7 +141,7 @@ class Signals:
         cross = self._cross.get(watcher.node)
         if cross is not None:
             cross.watchers.pop(ref, None)
-            cross.calls.pop(ref, None)
+            cross.calls.pop(ref.id, None)
         peer = self._dist.up_peer(watcher.node, watcher.creation)
         if peer is not None:
             self._dist.emit(peer, Kind.DOWN, ref, watcher, target, reason)
@@ -140,12 +149,11 @@ class Signals:
     # -- calls ----------------------------------------------------------------------------------
 
     def send_call(self, caller: Pid, ref: Ref, target: Pid, request: object) -> str | None:
-        """Send `request` to the GenServer `target` as a call from `caller` tagged `ref`,
-        with the implicit monitor that fails it if `target` or its node goes first (a
-        DOWN, or "noconnection" when the peer is lost). None once sent, else the reason
-        it cannot be ("noconnection": no session; "noproc": another incarnation).
-
-        Raises EncodeError for a request that cannot be sent."""
+        """Send `request` to the GenServer `target` as a call from `caller` tagged `ref`
+        (both of this node), with the implicit monitor that fails it if `target` goes
+        first (a DOWN; losing the peer fails it through `CallRouter.node_lost`). None once
+        sent, else why it cannot be ("noconnection": no session; "noproc": another
+        incarnation). Raises EncodeError for a request that cannot be sent."""
         dist = self._dist
         peer = dist.sessions.get(target.node)
         if peer is None or not peer.up or dist._left:
@@ -153,40 +161,40 @@ class Signals:
         if peer.creation != target.creation:
             return NOPROC
         peer.link.enqueue(
-            dist.codec.encode([_CALL, target.id, target.creation, caller, ref, request])
+            dist.codec.encode([_CALL, target.id, target.creation, caller.id, ref.id, request])
         )
         peer.messages_out += 1
-        self._cross_for(target.node).monitors[ref] = (caller, target)
         return None
 
     def call_done(self, ref: Ref, caller: Pid, target: Pid, via: str | None) -> None:
-        """Forget the implicit monitor of the call `ref` to `target` (answered, timed out
-        or abandoned). A reply from `target`'s own node ended it there too (`via` is that
-        node); in every other case one DEMONITOR ends it on `target`'s node."""
-        cross = self._cross.get(target.node)
-        if cross is not None:
-            cross.monitors.pop(ref, None)
+        """The call `ref` to `target` ended (answered, timed out or abandoned). A reply from
+        `target`'s own node (`via`) ended its implicit monitor there; in every other case
+        one DEMONITOR ends it."""
         if via != target.node:
             peer = self._dist.up_peer(target.node, target.creation)
             if peer is not None:
                 self._dist.signal(peer, Kind.DEMONITOR, ref, caller, target)
 
     def send_reply(self, caller: Pid, ref: Ref, value: object) -> None:
-        """Answer the call `ref` of the remote `caller` with `value` (CALL_REPLY), ending
-        the implicit monitor of that call here."""
+        """Answer the call `ref` of the remote `caller` with `value` (one CALL_REPLY),
+        ending the implicit monitor of that call here."""
         dist = self._dist
-        cross = self._cross.get(caller.node)
-        if cross is not None and cross.calls:
-            server = cross.calls.pop(ref, None)
-            if server is not None:
-                proc = self._node._local(server)
-                if proc is not None and proc.watchers is not None:
-                    proc.watchers.pop(ref, None)
-        peer = dist.sessions.get(caller.node)
+        name = caller.node
+        cross = self._cross.get(name)
+        if cross is not None and cross.calls and ref.node == name:
+            held = cross.calls.pop(ref.id, None)
+            if held is not None and held[0].watchers is not None:
+                held[0].watchers.pop(ref, None)
+        peer = dist.sessions.get(name)
         if peer is None or not peer.up or peer.creation != caller.creation or dist._left:
             dist.counters["dropped_sends"] += 1
             return
-        peer.link.enqueue(dist.codec.encode([_CALL_REPLY, caller.id, caller.creation, ref, value]))
+        if ref.node == name and ref.creation == caller.creation:
+            data = dist.codec.encode([_CALL_REPLY, caller.id, caller.creation, ref.id, value])
+        else:  # a tag the caller's node did not make (the call protocol used by hand)
+            payload = dist.codec.encode((ref, value))
+            data = dist.codec.encode([_SEND, caller.id, caller.creation, payload])
+        peer.link.enqueue(data)
         peer.messages_out += 1
 
     # -- inbound --------------------------------------------------------------------------------
@@ -253,7 +261,8 @@ class Signals:
         cross = self._cross.get(peer.name)
         if cross is not None:
             cross.watchers.pop(ref, None)
-            cross.calls.pop(ref, None)
+            if type(ref) is Ref:
+                cross.calls.pop(ref.id, None)
 
     def on_down(self, peer: Peer, env: list[Any]) -> None:
         _, ref, watcher, target, reason = env
@@ -265,11 +274,17 @@ class Signals:
         self._node._deliver_down(watcher, ref, target, reason)
 
     def on_call(self, peer: Peer, env: list[Any]) -> None:
-        _, pid_id, creation, caller, ref, request = env
-        if type(ref) is not Ref or ref.node != peer.name:
-            raise TypeError(f"a call's ref must be a Ref of {peer.name}, got {ref!r}")
-        caller = self._from_peer(peer, caller)
+        _, pid_id, creation, caller_id, ref_id, request = env
+        if type(caller_id) is not int or type(ref_id) is not int:
+            raise TypeError(f"a call needs a caller id and a ref id: {caller_id!r}, {ref_id!r}")
         peer.messages_in += 1
+        cross = self._cross_for(peer.name)
+        caller = cross.pids.get(caller_id)
+        if caller is None:
+            if len(cross.pids) >= _PID_CACHE:
+                cross.pids.clear()
+            caller = cross.pids[caller_id] = Pid(peer.name, caller_id, peer.creation)
+        ref = Ref(peer.name, ref_id, peer.creation)
         node = self._node
         proc = node._procs.get(pid_id) if creation == node.creation else None
         if proc is None:
@@ -281,12 +296,12 @@ class Signals:
         if proc.watchers is None:
             proc.watchers = {}
         proc.watchers[ref] = caller
-        self._cross_for(peer.name).calls[ref] = proc.pid
+        cross.calls[ref_id] = (proc, ref)
         proc.deliver((CALL, (caller, ref), request))
 
     def on_call_reply(self, peer: Peer, env: list[Any]) -> None:
-        _, pid_id, creation, ref, value = env
-        check_type(ref, Ref)
+        _, pid_id, creation, ref_id, value = env
+        check_type(ref_id, int)
         peer.messages_in += 1
         node = self._node
         if creation != node.creation:
@@ -295,6 +310,6 @@ class Signals:
         if proc is None:
             return
         if proc is node._calls:
-            node._calls.answer(ref, value, peer.name)
+            node._calls.answer(ref_id, value, peer.name)
         else:
-            proc.deliver((ref, value))
+            proc.deliver((Ref(node.name, ref_id, creation), value))
