@@ -48,6 +48,8 @@ _HANDSHAKE_FAILED = (
 _RECV_BUDGET = 2000
 # Frames above this are sent without a copy; small ones are cheaper to copy.
 _ZERO_COPY_BYTES = 64 * 1024
+# An outbox this full is sent without waiting for the end of the loop iteration.
+_EARLY_BYTES = 32 * 1024
 
 
 class OutLink(Protocol):
@@ -264,6 +266,7 @@ class ZmqLink:
         self._held: deque[tuple[float, bytes, int]] = deque()
         self._release_timer: asyncio.TimerHandle | None = None
         self._queued = 0
+        self._outbox_bytes = 0  # the part of `_queued` still in `_outbox`
         self._dirty = False  # a flush is due at the end of this loop iteration
         self._sent = False  # a frame already left in this loop iteration
         self._watching = False
@@ -352,11 +355,18 @@ class ZmqLink:
                 self.frames_out += 1
                 self.bytes_out += len(data)
                 if outbox:
-                    self._queued -= sum(map(len, outbox))
+                    self._queued -= self._outbox_bytes
                     self._outbox = []
+                    self._outbox_bytes = 0
                 return
         self._outbox.append(envelope)
-        self._queued += len(envelope)
+        size = len(envelope)
+        self._queued += size
+        self._outbox_bytes += size
+        if self._outbox_bytes >= _EARLY_BYTES and not transport._paused:
+            # A burst need not wait for the end of the loop iteration: the peer starts
+            # on this much while we keep producing (pipelined calls: 63k -> 80k/s).
+            self._flush(self._loop.time())
 
     def _flush(self, now: float) -> None:
         self._dirty = self._sent = False
@@ -366,6 +376,7 @@ class ZmqLink:
         outbox = self._outbox
         if outbox:
             self._outbox = []
+            self._outbox_bytes = 0
             cut: list[tuple[bytes, int]] = []
             limit = self._batch_bytes
             start, size = 0, 0
@@ -497,6 +508,7 @@ class ZmqLink:
         self._monitor.close(0)
         self._sock.close(int(linger * 1000))
         self._outbox.clear()
+        self._outbox_bytes = 0
         self._blocked.clear()
         self._held.clear()
         if self._release_timer is not None:
