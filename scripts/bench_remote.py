@@ -35,6 +35,7 @@ RAW_SERVER = r"""
 import sys, zmq, msgpack
 mode, n = sys.argv[1], int(sys.argv[2])
 ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER); s.setsockopt(zmq.RCVHWM, 0)
+s.setsockopt(zmq.SNDHWM, 0)  # a ROUTER drops what is over its HWM (pipelined replies)
 port = s.bind_to_random_port("tcp://127.0.0.1"); print(port, flush=True)
 if mode == "oneway":
     for i in range(n):
@@ -50,13 +51,16 @@ s.close(); ctx.term()
 
 def raw(mode: str, n: int) -> list[float] | float:
     server = subprocess.Popen(
-        [sys.executable, "-c", RAW_SERVER, mode, str(n)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", RAW_SERVER, "pingpong" if mode == "pipelined" else mode, str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert server.stdout is not None
     port = int(server.stdout.readline())
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(f"tcp://127.0.0.1:{port}")
     try:
         if mode == "oneway":
@@ -66,6 +70,13 @@ def raw(mode: str, n: int) -> list[float] | float:
                 sock.send(msgpack.packb((b"pid", i, "x" * 64)))
             sock.recv()
             return (n - 1) / (time.perf_counter() - start)
+        if mode == "pipelined":  # the echo server, with every request sent before a reply is read
+            start = time.perf_counter()
+            for i in range(n):
+                sock.send(msgpack.packb((b"pid", i, "x" * 64)))
+            for _ in range(n):
+                msgpack.unpackb(sock.recv())
+            return n / (time.perf_counter() - start)
         samples = []
         for i in range(n):
             t = time.perf_counter()
