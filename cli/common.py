@@ -9,12 +9,13 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 import zmesh
+
+from .runner import build_curve, run
 
 DEFAULT_PORT = 7000
 DEFAULT_LISTEN = f"tcp://127.0.0.1:{DEFAULT_PORT}"
@@ -77,20 +78,6 @@ def fail(message: str, code: int = USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
-    """Run `main` on uvloop when installed (zmesh[fast]) unless `loop` is "asyncio"."""
-    if loop != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if loop == "uvloop":
-                raise zmesh.ConfigError("--loop uvloop: uvloop is not installed") from None
-        else:
-            result: T = uvloop.run(main)  # typed here: uvloop may be absent for mypy
-            return result
-    return asyncio.run(main)
-
-
 @dataclass(frozen=True)
 class Access:
     """How a command proves itself to the cluster: the cookie and, optionally, CURVE."""
@@ -103,12 +90,9 @@ class Access:
 def curve_option(curve_secret: str | None, allow: list[str] | None) -> zmesh.Curve | None:
     """The `zmesh.Curve` for --curve-secret/--allow; None without them; usage error
     (exit 2) if only one is given."""
-    if curve_secret is None and not allow:
-        return None
-    if curve_secret is None or not allow:
+    if (curve_secret is None) != (not allow):
         fail("--curve-secret and --allow go together (see `zmesh keygen`)")
-    source: str | list[str] = allow[0] if len(allow) == 1 and Path(allow[0]).is_dir() else allow
-    return zmesh.Curve(secret_key_file=curve_secret, allow=source)
+    return build_curve(curve_secret, allow)
 
 
 def cli_node(access: Access, seeds: list[str] | None = None) -> zmesh.Node:

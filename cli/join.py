@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import socket
-import sys
-import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -16,17 +10,16 @@ import zmesh
 
 from .common import (
     DEFAULT_LISTEN,
-    USAGE,
     AllowOpt,
     CookieOpt,
     CurveSecretOpt,
     SeedOpt,
     curve_option,
     fail,
-    run,
 )
 from .config_file import read_config
-from .logs import FORMATS, LEVELS, configure
+from .logs import FORMATS, LEVELS
+from .runner import exec_runner
 
 
 def join(
@@ -111,7 +104,6 @@ def join(
         fail(f"--log-format must be one of {', '.join(FORMATS)}, got {log_format!r}")
     if log_level not in LEVELS:
         fail(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}")
-    configure(log_format, log_level)
     file = read_config(config) if config is not None else {}
     name = name if name is not None else file.get("name")
     listen = listen if listen is not None else file.get("listen", DEFAULT_LISTEN)
@@ -132,92 +124,15 @@ def join(
         )
         if v is not None
     }
-    curve = curve_option(curve_secret, allow)
     try:
-        node = zmesh.Node(
-            name or socket.gethostname().split(".")[0],
-            listen=listen,
-            cookie=cookie,
-            seeds=seed or [],
-            discovery=discover or [],
-            advertise=advertise,
-            load=load or [],
-            config=zmesh.NodeConfig(**options),
-            curve=curve,
-        )
-        application = zmesh.Application.load(app) if app is not None else None
-        code = run(serve(node, application), loop)
+        curve_option(curve_secret, allow)  # refuses one without the other, and bad keys
     except zmesh.ZmeshError as exc:
         fail(str(exc))
-    if code:
-        raise typer.Exit(code)
-
-
-async def serve(node: zmesh.Node, app: zmesh.Application | None = None) -> int:
-    """Run `node` (and `app` on it) until a signal (0), a fatal refusal (2), or the
-    application's top process exiting on its own (0 if "normal", else 1)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if node.curve is not None:
-        loop.add_signal_handler(signal.SIGHUP, node.reload_allow_list)
-    reporter = SeedReporter(node, stop)
-    unsubscribe = reporter.watch(node)  # before boot: the first attempt is reported too
-    async with node:
-        print(f"zmesh: node {node.name} up at {node.address}", flush=True)
-        if node.advertised != node.address:
-            print(f"zmesh: advertised as {node.advertised}", flush=True)
-        metrics = node.info().get("metrics")
-        if metrics:
-            print(f"zmesh: metrics at {metrics}", flush=True)
-        if app is None:
-            await stop.wait()
-            ended: object = None
-        else:
-            try:
-                ended = await app.serve(node, stop)
-            except Exception as exc:  # the user's start/stop: report it, leave, exit 1
-                print(f"zmesh: application failed: {exc!r}", file=sys.stderr, flush=True)
-                ended = f"failed: {type(exc).__name__}"
-        unsubscribe()
-    if reporter.fatal:
-        return USAGE
-    if ended is not None:
-        print(f"zmesh: node {node.name} left: its application ended ({ended})", flush=True)
-        return 0 if ended == zmesh.NORMAL else 1
-    print(f"zmesh: node {node.name} left", flush=True)
-    return 0
-
-
-class SeedReporter:
-    """Reports failed seed attempts on stderr, once per (reason, seed); "unreachable"
-    (not up yet) stays quiet. A name clash that outlasts failure detection (so the
-    holder is not a stale entry for a node that just died) sets `fatal` and stops."""
-
-    def __init__(self, node: zmesh.Node, stop: asyncio.Event) -> None:
-        self.stop = stop
-        self.grace = node.config.down_after + 2 * node.config.tick
-        self.seen: set[tuple[str, str]] = set()
-        self.clash_since: dict[str, float] = {}
-        self.fatal = False
-
-    def watch(self, node: zmesh.Node) -> Callable[[], None]:
-        """Subscribe to `node`'s failed seed attempts; returns the unsubscribe."""
-        return node.on_seed_error(self)
-
-    def __call__(self, address: str, error: zmesh.ConnectError) -> None:
-        reason = error.reason
-        if reason == "unreachable":
-            return
-        if reason == "name_clash":
-            now = time.monotonic()
-            since = self.clash_since.setdefault(address, now)
-            if now - since >= self.grace and not self.fatal:
-                self.fatal = True
-                print(f"zmesh: {error}; choose another name", file=sys.stderr, flush=True)
-                self.stop.set()
-            return
-        if (reason, address) not in self.seen:
-            self.seen.add((reason, address))
-            print(f"zmesh: {error} (retrying)", file=sys.stderr, flush=True)
+    exec_runner(
+        {
+            "name": name, "listen": listen, "cookie": cookie, "seed": seed,
+            "discover": discover, "advertise": advertise, "load": load, "options": options,
+            "curve_secret": curve_secret, "allow": allow, "app": app,
+            "log_format": log_format, "log_level": log_level, "loop": loop,
+        }
+    )  # fmt: skip
