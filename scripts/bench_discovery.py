@@ -1,9 +1,13 @@
 """Discovery: time from the last of N `zmesh join` processes coming up to a full mesh
-(every node connected to every other), per strategy; and how long a SIGKILLed node,
-restarted at its address, takes to be reconnected by a peer that names no seed.
-Real OS processes on loopback.
+(every node connected to every other), per strategy, against the plain baseline (every
+node `--seed` the first one, measured in the same run); how long a SIGKILLed node,
+restarted at its address, takes to be reconnected by a peer that names no seed; and how
+long a node paused (SIGSTOP) past `down_after` takes to be reconnected once resumed,
+with no seed naming anybody. Both against a fresh node's plain `--seed` join.
+Real OS processes on loopback (`dns:` needs several addresses per name: see
+tests/cluster/test_netns_os.py).
 
-    python scripts/bench_discovery.py [--sizes 3 16] [--strategies range gossip]
+    python scripts/bench_discovery.py [--sizes 3 16] [--strategies range gossip file static]
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import asyncio
 import os
 import selectors
 import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,23 +84,83 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
             p.kill()
 
 
-async def mesh_time(strategy: str, n: int) -> float:
+async def mesh_time(strategy: str, n: int, workdir: Path) -> float:
     base = free_block(n)
+    addresses = [f"tcp://127.0.0.1:{base + i}" for i in range(n)]
+    hosts = workdir / f"hosts-{base}"
+    hosts.write_text("\n".join(addresses) + "\n")
     spec = {
-        "range": f"range:127.0.0.1:{base}-{base + n - 1}",
-        "gossip": f"gossip:239.255.77.90:{free_block(1)}",
+        "seed": ["--seed", addresses[0]],
+        "range": ["--discover", f"range:127.0.0.1:{base}-{base + n - 1}"],
+        "gossip": ["--discover", f"gossip:239.255.77.90:{free_block(1)}"],
+        "file": ["--discover", f"file:{hosts}"],
+        "static": ["--discover", "static:" + ",".join(addresses)],
     }[strategy]
     names = [f"b{i:02d}" for i in range(n)]
     procs = [
-        launch(name, f"tcp://127.0.0.1:{base + i}", "--discover", spec)
-        for i, name in enumerate(names)
+        launch(name, address, *(spec if i or strategy != "seed" else []))
+        for i, (name, address) in enumerate(zip(names, addresses, strict=True))
     ]
     try:
         last_up = wait_up(procs)
         async with zmesh.Node("watch", cookie=COOKIE, hidden=True) as observer:
-            await observer.connect(f"tcp://127.0.0.1:{base}")
+            await observer.connect(addresses[0])
             return await full_mesh(observer, names) - last_up
     finally:
+        stop(procs)
+
+
+async def join_time() -> float:
+    """The baseline: a fresh node with `--seed b`, from printing "up" to b seeing it."""
+    base = free_block(2)
+    a_addr, b_addr = (f"tcp://127.0.0.1:{base + i}" for i in range(2))
+    b = launch("jb", b_addr)
+    procs = [b]
+    try:
+        wait_up(procs)
+        async with zmesh.Node("watch", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(b_addr)
+            a = launch("ja", a_addr, "--seed", b_addr)
+            procs.append(a)
+            up = wait_up([a])
+            while "ja" not in (await observer.node_info("jb"))["nodes"]:
+                await asyncio.sleep(0.01)
+            return time.perf_counter() - up
+    finally:
+        stop(procs)
+
+
+async def heal_time(workdir: Path) -> float:
+    """a found b through a hosts file, then emptied; a is paused past down_after and
+    resumed: seconds from SIGCONT to b seeing a again (each retries the peer it lost)."""
+    base = free_block(2)
+    a_addr, b_addr = (f"tcp://127.0.0.1:{base + i}" for i in range(2))
+    hosts = workdir / f"heal-{base}"
+    hosts.write_text(b_addr + "\n")
+    b = launch("hb", b_addr)
+    a = launch("ha", a_addr, "--discover", f"file:{hosts}")
+    procs = [a, b]
+    try:
+        wait_up(procs)
+        async with zmesh.Node("watch", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(b_addr)
+            while sorted(observer.nodes()) != ["ha", "hb"]:
+                await asyncio.sleep(0.02)
+        hosts.write_text("")
+        await asyncio.sleep(1.0)  # a has re-read it
+        a.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(5.0)  # past down_after (2 s); b's backoff at its cap
+        async with zmesh.Node("watch2", cookie=COOKIE, hidden=True) as observer:
+            await observer.connect(b_addr)
+            if (await observer.node_info("hb"))["nodes"]:
+                raise RuntimeError("b did not declare the paused node down")
+            resumed = time.perf_counter()
+            a.send_signal(signal.SIGCONT)
+            while "ha" not in (await observer.node_info("hb"))["nodes"]:
+                await asyncio.sleep(0.01)
+            return time.perf_counter() - resumed
+    finally:
+        a.send_signal(signal.SIGCONT)
         stop(procs)
 
 
@@ -127,20 +193,37 @@ async def reconnect_time() -> float:
         stop(procs)
 
 
+def spread(times: list[float]) -> str:
+    return f"{min(times):.2f}-{max(times):.2f} s"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 16])
-    parser.add_argument("--strategies", nargs="+", default=["range", "gossip"])
+    parser.add_argument("--strategies", nargs="+", default=["range", "gossip", "file", "static"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for strategy in args.strategies:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
         for n in args.sizes:
-            times = [await mesh_time(strategy, n) for _ in range(args.rounds)]
-            print(f"{strategy:7} n={n:2}: full mesh {min(times):.2f}-{max(times):.2f} s "
-                  f"after the last node is up ({args.rounds} rounds)", flush=True)  # fmt: skip
-    times = [await reconnect_time() for _ in range(args.rounds)]
-    print(f"reconnect after SIGKILL+restart, no seed naming it: "
-          f"{min(times):.2f}-{max(times):.2f} s after it is up", flush=True)  # fmt: skip
+            plain = [await mesh_time("seed", n, workdir) for _ in range(args.rounds)]
+            print(f"seed    n={n:2}: full mesh {spread(plain)} after the last node is up "
+                  f"(baseline, {args.rounds} rounds)", flush=True)  # fmt: skip
+            for strategy in args.strategies:
+                times = [await mesh_time(strategy, n, workdir) for _ in range(args.rounds)]
+                ratio = statistics.median(times) / statistics.median(plain)
+                print(f"{strategy:7} n={n:2}: full mesh {spread(times)} "
+                      f"(median {ratio:.1f}x the seed baseline)", flush=True)  # fmt: skip
+        joins = [await join_time() for _ in range(args.rounds)]
+        print(f"a fresh node joining by --seed: seen {spread(joins)} after it is up (baseline)")
+        restarts = [await reconnect_time() for _ in range(args.rounds)]
+        ratio = statistics.median(restarts) / statistics.median(joins)
+        print(f"reconnect after SIGKILL+restart, no seed naming it: {spread(restarts)} after "
+              f"it is up (median {ratio:.1f}x a fresh join)", flush=True)  # fmt: skip
+        heals = [await heal_time(workdir) for _ in range(args.rounds)]
+        ratio = statistics.median(heals) / statistics.median(joins)
+        print(f"reconnect after a pause past down_after, no seed at all: {spread(heals)} "
+              f"after SIGCONT (median {ratio:.1f}x a fresh join)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
