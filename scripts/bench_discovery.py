@@ -8,6 +8,9 @@ Real OS processes on loopback (`dns:` needs several addresses per name: see
 tests/cluster/test_netns_os.py).
 
     python scripts/bench_discovery.py [--sizes 3 16] [--strategies range gossip file static]
+
+As root with `ip netns`, also: how long `zmesh join` takes to exit on SIGTERM while
+`dns:` waits on a DNS server that never answers, against the same node with `static:`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ports import free_block
 import zmesh
 
 COOKIE = "bench-discovery"
+SILENT_DNS = "dns:peers.zmesh.test:7000"  # asked of a DNS server that never answers
 
 
 def launch(name: str, listen: str, *args: str) -> subprocess.Popen[str]:
@@ -193,6 +197,34 @@ async def reconnect_time() -> float:
         stop(procs)
 
 
+def exit_time(*discover: str) -> float:
+    """Seconds from SIGTERM to exit of a `zmesh join` (with `discover`, e.g. `--discover
+    SPEC`) on a network namespace host whose resolv.conf names a DNS server that never
+    answers."""
+    import netns
+
+    network = netns.Network()
+    try:
+        host = network.host("h")
+        silent = str(network.subnet.network_address + 250)  # nobody there
+        host.resolv_conf(f"nameserver {silent}\noptions timeout:30 attempts:2\n")
+        proc = subprocess.Popen(
+            [*host.exec, sys.executable, "-m", "zmesh", "join", "h", "--listen",
+             "tcp://0.0.0.0:7000", "--advertise", f"tcp://{host.ip}:7000",
+             *discover],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=dict(os.environ, ZMESH_COOKIE=COOKIE),
+        )  # fmt: skip
+        wait_up([proc])
+        time.sleep(1.0)  # a lookup is in flight
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        return time.perf_counter() - start
+    finally:
+        network.close()
+
+
 def spread(times: list[float]) -> str:
     return f"{min(times):.2f}-{max(times):.2f} s"
 
@@ -220,6 +252,17 @@ async def main() -> None:
         ratio = statistics.median(restarts) / statistics.median(joins)
         print(f"reconnect after SIGKILL+restart, no seed naming it: {spread(restarts)} after "
               f"it is up (median {ratio:.1f}x a fresh join)", flush=True)  # fmt: skip
+        import netns
+
+        why = netns.unavailable()
+        if why is None:
+            plain = [exit_time() for _ in range(args.rounds)]
+            stuck = [exit_time("--discover", SILENT_DNS) for _ in range(args.rounds)]
+            ratio = statistics.median(stuck) / statistics.median(plain)
+            print(f"exit on SIGTERM: {spread(plain)} without discovery (baseline), {spread(stuck)} "
+                  f"while dns: waits on a silent server ({ratio:.1f}x)", flush=True)  # fmt: skip
+        else:
+            print(f"exit on SIGTERM with a silent DNS server: not measured ({why})")
         heals = [await heal_time(workdir) for _ in range(args.rounds)]
         ratio = statistics.median(heals) / statistics.median(joins)
         print(f"reconnect after a pause past down_after, no seed at all: {spread(heals)} "
