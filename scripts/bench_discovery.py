@@ -56,6 +56,8 @@ def wait_up(procs: list[subprocess.Popen[str]], timeout: float = 60.0) -> float:
     while pending and time.perf_counter() < deadline:
         for key, _ in sel.select(timeout=1):
             line = key.fileobj.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError(f"{key.data.args} exited {key.data.wait()} before it was up")
             if " up at " in line:
                 last = time.perf_counter()
                 pending.discard(key.data)

@@ -234,3 +234,25 @@ async def test_a_node_waiting_on_a_dns_server_that_never_answers_leaves_at_once_
             assert stub.queries  # a lookup is in flight, unanswered
         finally:
             assert node.stop(timeout=10.0) == 0, node.output()
+
+
+@pytest.mark.timeout(60)
+async def test_gossip_between_hosts_announces_the_advertised_address(
+    network: netns.Network,
+) -> None:
+    """Two hosts, each bound to 0.0.0.0:7000, find each other by multicast over the
+    bridge: each dials what the other announced, its advertised address."""
+    ha, hb = network.host("a"), network.host("b")
+    spec = f"gossip:239.255.77.81:{PORT + 1}"
+    nodes = [
+        join_on(h, n, "--advertise", at(h), "--discover", spec) for h, n in ((ha, "a"), (hb, "b"))
+    ]
+    try:
+        async with observer(network) as obs:
+            await obs.connect(at(ha))
+            await settle(obs, ["a", "b"])
+            assert (await obs.node_info("a"))["peer_addresses"] == {"b": at(hb)}
+            assert (await obs.node_info("b"))["peer_addresses"] == {"a": at(ha)}
+    finally:
+        for node in nodes:
+            node.stop()
