@@ -50,6 +50,7 @@ _RECV_BUDGET = 2000
 _ZERO_COPY_BYTES = 64 * 1024
 # An outbox this full is sent without waiting for the end of the loop iteration.
 _EARLY_BYTES = 32 * 1024
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enum costs a Python call per use
 
 
 class OutLink(Protocol):
@@ -114,6 +115,9 @@ class ZmqTransport:
         self._dirty: list[ZmqLink] = []
         self._flush_scheduled = False
         self._drain_scheduled = False
+        # Advanced by every read and every flush: a link sends one urgent frame at once
+        # per epoch (see ZmqLink.enqueue).
+        self._epoch = 0
         self._paused = False
         #: Set by a test harness to drop or delay outbound frames; None in production.
         self.faults: Faults | None = None
@@ -175,6 +179,7 @@ class ZmqTransport:
 
     def _drain(self) -> None:
         self._drain_scheduled = False
+        self._epoch += 1
         router = self._router
         if router is None or self._paused:
             return
@@ -223,6 +228,7 @@ class ZmqTransport:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._epoch += 1
         if self._paused:
             return  # held in the outboxes until resume()
         dirty, self._dirty = self._dirty, []
@@ -268,7 +274,8 @@ class ZmqLink:
         self._queued = 0
         self._outbox_bytes = 0  # the part of `_queued` still in `_outbox`
         self._dirty = False  # a flush is due at the end of this loop iteration
-        self._sent = False  # a frame already left in this loop iteration
+        # The transport's epoch of this link's last immediate frame: one per epoch.
+        self._sent_epoch = -1
         self._watching = False
         sock = transport._ctx.socket(zmq.DEALER)
         # A leading zero byte is reserved by ZeroMQ for generated identities.
@@ -318,9 +325,9 @@ class ZmqLink:
     def enqueue(self, envelope: bytes, urgent: bool = True) -> None:
         """Queue `envelope`; raise QueueFull when the peer is this far behind.
 
-        The first urgent envelope (a message) of a loop iteration leaves at once, with
-        the signals queued before it; anything else waits for the end of the iteration
-        and shares a frame with what follows.
+        The first urgent envelope (a message) since the transport last read or flushed
+        leaves at once, with the signals queued before it; anything else waits for the
+        end of the loop iteration and shares a frame with what follows.
         """
         if self.closed:
             return
@@ -328,37 +335,39 @@ class ZmqLink:
             raise QueueFull(
                 f"{self._queued} bytes already queued for {self.address}: the peer is not reading"
             )
-        if not self._dirty:
-            self._dirty = True
-            self._transport._mark_dirty(self)
         transport = self._transport
         if (
             urgent
-            and not self._sent
+            and self._sent_epoch != transport._epoch
             and not self._blocked
             and not transport._paused
             and transport.faults is None
             and not self._held
             and self._queued < self._batch_bytes  # the outbox fits in one frame
         ):
-            # A round trip does not wait a loop iteration per hop (a call's monitor
-            # rides with its request); what follows in the same iteration is coalesced.
-            self._sent = True
+            # A round trip does not wait a loop iteration per hop, and a lone message
+            # schedules no flush (a loop iteration less on each side of a call); what
+            # follows before the next read or flush is coalesced.
+            self._sent_epoch = transport._epoch
             outbox = self._outbox
             data = frame([*outbox, envelope], self._seq)
             try:
-                self._sock.send(data, zmq.NOBLOCK)
+                self._sock.send(data, _NOBLOCK)
             except zmq.Again:
                 pass
             else:
                 self._seq += 1
                 self.frames_out += 1
                 self.bytes_out += len(data)
+                self.last_flush = self._loop.time()
                 if outbox:
                     self._queued -= self._outbox_bytes
                     self._outbox = []
                     self._outbox_bytes = 0
                 return
+        if not self._dirty:
+            self._dirty = True
+            transport._mark_dirty(self)
         self._outbox.append(envelope)
         size = len(envelope)
         self._queued += size
@@ -369,7 +378,7 @@ class ZmqLink:
             self._flush(self._loop.time())
 
     def _flush(self, now: float) -> None:
-        self._dirty = self._sent = False
+        self._dirty = False
         if self.closed:
             return
         self.last_flush = now
