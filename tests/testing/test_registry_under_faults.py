@@ -3,7 +3,9 @@ process exits, partitions, heals, kills and restarts; after every settle the reg
 invariants hold: every node agrees, every name maps to a live process, one owner each.
 
 Bounded for CI: 3 examples of at most 8 steps, each step settling within seconds
-(`settings` below); about 20-40 s.
+(`settings` below); about 20-40 s. The same machine runs in deterministic simulation
+(`SimulatedRegistryUnderFaults`): the same nodes in virtual time, so 40 examples of
+up to 20 steps take seconds, and a failure replays exactly.
 """
 
 from __future__ import annotations
@@ -19,17 +21,20 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from zmesh.core.registry_state import leader_for
-from zmesh.testing import TEST_CONFIG, Cluster, wait_until
+from zmesh.testing import TEST_CONFIG, Cluster, Simulation, VirtualTimeLoop, wait_until
 
 NAMES = ["alpha", "beta", "gamma"]
 NODES = ["n1", "n2", "n3"]
 
 
 class RegistryUnderFaults(RuleBasedStateMachine):
+    def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
+        """The loop and the cluster: real sockets here, a simulation in the subclass."""
+        return asyncio.new_event_loop(), Cluster(3)
+
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.cluster = Cluster(3)
+        self.loop, self.cluster = self.make()
         self.run(self.cluster.__aenter__())
         self.dead: set[str] = set()
         self.partitioned = False
@@ -132,6 +137,22 @@ RegistryUnderFaults.TestCase.settings = settings(
     suppress_health_check=list(HealthCheck),
 )
 test_registry_under_faults = pytest.mark.timeout(240)(RegistryUnderFaults.TestCase)
+
+
+class SimulatedRegistryUnderFaults(RegistryUnderFaults):
+    def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
+        return VirtualTimeLoop(), Simulation(3)
+
+
+SimulatedRegistryUnderFaults.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+test_registry_under_faults_in_simulation = pytest.mark.timeout(240)(
+    SimulatedRegistryUnderFaults.TestCase
+)
 
 
 # n1's frames to n2 are held back 1 s: down_after must outlast that, and the steps

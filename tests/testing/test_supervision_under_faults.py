@@ -1,5 +1,6 @@
-"""Supervision under faults on a real Cluster: a named, supervised server keeps its name
-across crashes during a partition, and every node finds the restarted one after the heal."""
+"""Supervision under faults: a named, supervised server keeps its name across crashes
+during a partition, and every node finds the restarted one after the heal; on a real
+Cluster and, unchanged, in deterministic simulation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import zmesh_test_app as app
 
 import zmesh
-from zmesh.testing import Cluster, wait_until
+from zmesh.testing import Cluster, run_simulation, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -15,7 +16,15 @@ pytestmark = pytest.mark.timeout(60)
 async def test_a_supervised_name_survives_crashes_during_a_partition(
     zmesh_cluster: Cluster,
 ) -> None:
-    c = zmesh_cluster
+    await a_supervised_name_survives_crashes_during_a_partition(zmesh_cluster)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_supervised_name_survives_crashes_during_a_partition_in_simulation(seed: int) -> None:
+    run_simulation(a_supervised_name_survives_crashes_during_a_partition, n=3, seed=seed)
+
+
+async def a_supervised_name_survives_crashes_during_a_partition(c: Cluster) -> None:
     home = c["n1"]
     await home.start_supervisor([zmesh.child(app.Counter, 0, name="counted")])
     first = home.whereis("counted")
