@@ -231,20 +231,48 @@ def test_the_same_seed_gives_the_same_trace_and_another_seed_another() -> None:
 
 
 _HASHSEED_RUN = """
+import asyncio
+import zmesh_test_app as app
 from zmesh.testing import run_simulation
 from zmesh.testing.soak import chaos
-async def scenario(sim):
+
+async def chaotic(sim):
     report = await chaos(sim, processes=40, seconds=15)
     return report.digest, report.messages
-print(*run_simulation(scenario, n=5, seed=11))
+
+async def stateful(sim):  # services, process groups and replicated maps
+    for i in range(6):
+        await sim["n1"].spawn_service(f"svc{i}", app.Counter, i)
+    for node in sim:
+        for k in range(3):
+            node.pg.join(f"group{k}", node.spawn(app.idle))
+        replica = await node.replicated_map("m")
+        for k in range(5):
+            replica.put(f"k{k}{node.name}", k)
+    await sim.settle_services()
+    await sim.partition(["n1", "n2"])
+    await sim.settle_services()
+    await sim.kill("n3")
+    await sim.heal()
+    await sim.restart("n3")
+    await sim.settle_services()
+    await asyncio.sleep(2)
+    return sim.trace_digest(), len(sim["n1"].services())
+
+print(*run_simulation(chaotic, n=5, seed=11))
+print(*run_simulation(stateful, n=4, seed=3, load=["zmesh_test_app"]))
 """
 
 
 @pytest.mark.timeout(120)
-def test_a_chaos_run_is_bit_for_bit_identical_across_hash_seeds_and_processes() -> None:
+def test_a_run_is_bit_for_bit_identical_across_hash_seeds_and_processes() -> None:
+    """Chaos (messages, monitors, names) and a run with services, process groups and
+    replicated maps give the same digests in three interpreters with different
+    PYTHONHASHSEED (and so different set orders and object addresses)."""
     outputs = set()
+    support = str(ROOT / "tests" / "support")
     for hashseed in ("0", "1", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": support}
         done = subprocess.run(
             [sys.executable, "-c", _HASHSEED_RUN],
             env=env,
@@ -253,10 +281,11 @@ def test_a_chaos_run_is_bit_for_bit_identical_across_hash_seeds_and_processes() 
             timeout=100,
         )
         assert done.returncode == 0, done.stderr
-        outputs.add(done.stdout.strip())
+        outputs.add(done.stdout.strip().replace("\n", " "))
     assert len(outputs) == 1, outputs
-    digest, messages = outputs.pop().split()
-    assert len(digest) == 32 and int(messages) > 100
+    chaos_digest, messages, stateful_digest, services = outputs.pop().split()
+    assert len(chaos_digest) == len(stateful_digest) == 32 and chaos_digest != stateful_digest
+    assert int(messages) > 100 and services == "6"
 
 
 def test_a_failure_is_noted_with_its_seed_and_a_replay_line() -> None:

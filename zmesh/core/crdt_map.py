@@ -174,10 +174,15 @@ class MapState:
     # -- merging ----------------------------------------------------------------------------
 
     def _scoped_keys(self, other: MapState) -> Iterable[Key]:
+        # In an order that does not depend on the hash seed: keys join and changes are
+        # reported in it (and deterministic simulation replays runs exactly).
+        theirs = other.entries
         scope = other.scope
         if scope is None:
-            return set(self.entries) | set(other.entries)
-        return scope | other.entries.keys()
+            mine = self.entries
+            return [*mine, *(key for key in theirs if key not in mine)]
+        rest = scope.difference(theirs)
+        return [*theirs, *(sorted(rest, key=repr) if len(rest) > 1 else rest)]
 
     def join(self, other: MapState) -> dict[Key, tuple[Any, Any]]:
         """Merge `other` (a state or a delta) into this replica.

@@ -35,8 +35,10 @@ def encode_state(state: MapState) -> list[Any]:
         for key, dots in state.entries.items()
     ]
     ctx = state.context
-    scope = None if state.scope is None else list(state.scope)
-    return [entries, [[r, n] for r, n in ctx.vv.items()], [list(d) for d in ctx.cloud],
+    # Sets in a stable order: the same state encodes to the same bytes whatever the
+    # hash seed (deterministic simulation compares runs byte for byte).
+    scope = None if state.scope is None else sorted(state.scope, key=repr)
+    return [entries, [[r, n] for r, n in ctx.vv.items()], [list(d) for d in sorted(ctx.cloud)],
             state.stamp, scope]  # fmt: skip
 
 

@@ -353,7 +353,7 @@ class Services(Specs, Moves):
             names = self._dirty
         self._all_dirty, self._dirty = False, set()
         # A name another node is moving is left alone until its mover says it is over.
-        todo = [n for n in names if n not in self._busy and not self.holds.moving(n)]
+        todo = [n for n in sorted(names) if n not in self._busy and not self.holds.moving(n)]
         actions = plan(
             self.node.name,
             todo,
