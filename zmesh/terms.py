@@ -33,6 +33,11 @@ class Pid:
     def __str__(self) -> str:
         return f"<{self.node}.{self.id}.{self.creation}>"
 
+    def order(self) -> tuple[str, int, int]:
+        """A sort key: signals fanned out over a set of pids go in this order, the same
+        whatever the hash seed (deterministic simulation replays runs exactly)."""
+        return (self.node, self.id, self.creation)
+
     def __repr__(self) -> str:
         return f"Pid({self.node!r}, {self.id}, {self.creation})"
 

@@ -82,8 +82,9 @@ class Signals:
         if proc.monitors:
             for ref, target in proc.monitors.items():
                 self._drop_watch(ref, pid, target)
-        if proc.links:
-            for other in proc.links:
+        links = proc.links
+        if links:
+            for other in sorted(links, key=Pid.order) if len(links) > 1 else links:
                 local = self._local(other)
                 if local is not None:
                     if local.links is not None:

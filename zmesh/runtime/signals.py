@@ -76,7 +76,7 @@ class Signals:
         cross = self._cross.pop(name, None)
         if cross is None:
             return
-        for local, remote in cross.links:
+        for local, remote in sorted(cross.links, key=_pair_order):
             proc = node._local(local)
             if proc is not None:
                 node._exit_signal(proc, remote, NOCONNECTION, linked=True)
@@ -313,3 +313,7 @@ class Signals:
             node._calls.answer(ref_id, value, peer.name)
         else:
             proc.deliver((Ref(node.name, ref_id, creation), value))
+
+
+def _pair_order(pair: tuple[Pid, Pid]) -> tuple[tuple[str, int, int], tuple[str, int, int]]:
+    return pair[0].order(), pair[1].order()

@@ -38,6 +38,7 @@ class SoakReport:
     faults: list[str] = field(default_factory=list)
     messages: int = 0
     downs: int = 0
+    exits: int = 0
     digest: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -76,7 +77,6 @@ async def _chatter(proc: Process, world: _World, seed: str) -> None:
 
 async def _watcher(proc: Process, world: _World) -> None:
     """Record every Down and Exit signal it gets (it traps exits)."""
-    proc.trap_exit = True
     while True:
         signal = await proc.receive()
         if isinstance(signal, Down | Exit):
@@ -90,16 +90,27 @@ def _populate(world: _World, node: Node, count: int) -> None:
         world.chatters.append(pid)
 
 
-def _watch_some(world: _World, node: Node, count: int) -> None:
+async def _anchor(proc: Process) -> None:
+    """Idle until an exit signal takes it (it is linked to a watcher on another node)."""
+    await proc.receive()
+
+
+def _watch_some(world: _World, node: Node, count: int, anchors: list[Pid]) -> None:
+    """A watcher on `node` monitoring `count` chatters and linked to the `anchors` of
+    the other nodes."""
     watcher = node.spawn(_watcher, world)
     proc = node._local(watcher)
     assert proc is not None
+    proc.trap_exit = True  # before the links: an exit may come back at once
     others = [p for p in world.chatters if p.node != node.name]
     for target in world.random.sample(others, min(count, len(others))):
         ref = proc.monitor(target)
         world.signals.monitored(ref, target)
         world.watched[ref] = target
         world.watcher_of[ref] = watcher
+    for anchor in anchors:
+        if anchor.node != node.name:
+            proc.link(anchor)
 
 
 async def _fault(
@@ -184,8 +195,9 @@ async def chaos(
     per_node = max(processes // len(sim.names), 1)
     for name in sim.names:
         _populate(world, sim[name], per_node)
+    anchors = [sim[name].spawn(_anchor) for name in sim.names]
     for name in sim.names:
-        _watch_some(world, sim[name], 5)
+        _watch_some(world, sim[name], 5, anchors)
     dead: set[str] = set()
     paused: set[str] = set()
     down_until: dict[str, float] = {}
@@ -219,6 +231,7 @@ async def chaos(
     report.problems += registry_problems(sim)
     report.messages = world.log.received_count
     report.downs = sum(world.signals.downs.values())
+    report.exits = sum(world.signals.exits.values())
     report.virtual_seconds = sim.now() - start
     report.digest = sim.trace_digest()
     return report
