@@ -45,6 +45,28 @@ def test_every_term_round_trips_with_its_types(term: object) -> None:
     assert type(back) is type(term)
 
 
+@given(st.lists(terms, max_size=5).map(tuple))
+def test_a_top_level_tuple_is_encoded_as_it_is_inside_a_list(term: tuple[object, ...]) -> None:
+    # The top level takes a short cut (no `default` hook); its bytes and its decoding
+    # must be those of the tuple packed through the hook, as an element.
+    codec = Codec()
+    inside = codec.encode([term])
+    assert inside[:1] == b"\x91"
+    assert codec.encode(term) == inside[1:]
+    back = codec.decode(inside[1:])
+    assert back == term and type(back) is tuple
+    assert codec.decode(memoryview(inside)[1:]) == term
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5])
+def test_a_truncated_or_padded_tuple_raises_decode_error(cut: int) -> None:
+    blob = encode((b"pid", 1, "x" * 300))
+    with pytest.raises(DecodeError):
+        decode(blob[:-cut])
+    with pytest.raises(DecodeError):
+        decode(blob + b"\x00" * cut)
+
+
 def test_tuples_stay_tuples_and_lists_stay_lists() -> None:
     value = [(1, [2, (3,)]), ((),)]
     back = decode(encode(value))
