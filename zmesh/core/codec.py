@@ -142,7 +142,13 @@ class Codec:
         if len(data) > self._limits.max_size:
             raise DecodeError(f"{len(data)} bytes is over the limit of {self._limits.max_size}")
         try:
-            start = _tuple_start(data)
+            size = len(data)
+            # The usual message, a tuple of 1 to 255 bytes (ext 8), is seen here; any other
+            # size of tuple in `_tuple_start`.
+            if size > 3 and data[0] == 0xC7 and data[2] == EXT_TUPLE and data[1] + 3 == size:
+                start = 3
+            else:
+                start = _tuple_start(data)
             if start:
                 # A tuple (most messages): its items decoded in one call, not through
                 # `ext_hook` and a second one; limits and depth count as on the long way.

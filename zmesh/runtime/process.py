@@ -88,6 +88,9 @@ class Process:
         """
         if self._exit_reason is not None:
             raise ProcessExited(self._exit_reason)
+        mailbox = self._mailbox
+        if match is None and mailbox:
+            return mailbox.popleft()  # the common case, without the set-up below
         if (match is not None and not callable(match)) or isinstance(match, type):
             kinds = match
             match = lambda m: isinstance(m, kinds)  # noqa: E731
