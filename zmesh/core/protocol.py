@@ -122,6 +122,16 @@ def decode_frame(codec: Codec, data: bytes) -> list[list[Any]]:
     return envelopes
 
 
+_SEND: Final = int(Kind.SEND)
+_ENVELOPE_PACKER: Final = msgpack.Packer()
+
+
+def send_envelope(dest_id: int, dest_creation: int, payload: bytes) -> bytes:
+    """A SEND envelope for an already encoded message: its fields are plain ints and
+    bytes, so a bare Packer does (no codec hooks, no limits to check again)."""
+    return _ENVELOPE_PACKER.pack([_SEND, dest_id, dest_creation, payload])  # type: ignore[no-any-return]
+
+
 def check_type(value: object, kind: type) -> None:
     """Refuse an envelope field that is not exactly of type `kind` (TypeError, which the
     receiver counts as a bad envelope)."""

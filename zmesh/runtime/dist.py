@@ -51,7 +51,6 @@ log = logging.getLogger("zmesh.dist")
 # How often the allow-list's files are checked for changes, seconds.
 _ALLOW_POLL = 1.0
 _BAD_INPUT = (ValueError, TypeError, KeyError, IndexError, AttributeError, DecodeError)
-_SEND = int(Kind.SEND)  # a plain int: the codec packs an IntEnum through its slow hook
 
 
 class Distribution:
@@ -264,7 +263,7 @@ class Distribution:
             self.counters["dropped_sends"] += 1  # at-most-once: nobody to deliver to
             return
         payload = self.codec.encode(message)
-        peer.link.enqueue(self.codec.encode([_SEND, dest.id, dest.creation, payload]))
+        peer.link.enqueue(proto.send_envelope(dest.id, dest.creation, payload))
         peer.messages_out += 1
 
     # -- inbound frames -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from zmesh.core.protocol import Kind, check_type
+from zmesh.core.protocol import Kind, check_type, send_envelope
 from zmesh.runtime.gen_server import CALL
 from zmesh.runtime.membership import Peer
 from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 # Plain ints: the codec packs an IntEnum member through its slow `default` hook.
 _CALL: Final = int(Kind.CALL)
 _CALL_REPLY: Final = int(Kind.CALL_REPLY)
-_SEND: Final = int(Kind.SEND)
 _PID_CACHE: Final = 1024  # callers' pids remembered per peer; cleared whole when full
 
 
@@ -193,7 +192,7 @@ class Signals:
             data = dist.codec.encode([_CALL_REPLY, caller.id, caller.creation, ref.id, value])
         else:  # a tag the caller's node did not make (the call protocol used by hand)
             payload = dist.codec.encode((ref, value))
-            data = dist.codec.encode([_SEND, caller.id, caller.creation, payload])
+            data = send_envelope(caller.id, caller.creation, payload)
         peer.link.enqueue(data)
         peer.messages_out += 1
 
