@@ -32,8 +32,9 @@ from zmesh.testing import (
     run_simulation,
     wait_until,
 )
-from zmesh.testing.checkers import DeliveryLog, SignalLog, registry_problems
-from zmesh.testing.schedules import SimSchedule, run_schedule, simulation_schedules
+from zmesh.testing.checkers import DeliveryLog, SignalLog, registry_problems, service_problems
+from zmesh.testing.schedules import SimSchedule, play, run_schedule, simulation_schedules
+from zmesh.testing.simulation import simulate
 from zmesh.testing.strategies import Heal, Kill, Partition, Restart, Resume
 
 pytestmark = pytest.mark.timeout(60)
@@ -430,6 +431,30 @@ async def check_one_owner_per_name(sim: Simulation) -> list[str]:
 @given(schedule=simulation_schedules(NAMES3, max_steps=5))
 def test_names_converge_after_any_schedule(schedule: SimSchedule) -> None:
     assert run_schedule(check_one_owner_per_name, schedule, n=3) == []
+
+
+async def check_one_instance_per_service(sim: Simulation) -> list[str]:
+    await sim.settle_services(timeout=30)
+    return service_problems(sim)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    schedule=simulation_schedules(
+        NAMES3, max_steps=6, kinds={"partition", "heal", "kill", "restart", "pause", "resume"}
+    )
+)
+def test_services_run_once_per_spec_after_any_schedule(schedule: SimSchedule) -> None:
+    async def scenario(sim: Simulation) -> list[str]:
+        for i in range(4):
+            await sim["n1"].spawn_service(f"svc{i}", app.Counter, i)
+        await sim.settle_services()
+        await play(sim, schedule)
+        await sim.settle(timeout=30)
+        return await check_one_instance_per_service(sim)
+
+    replay = schedule.replay("check_one_instance_per_service")
+    assert simulate(scenario, n=3, seed=schedule.seed, replay=replay, load=["zmesh_test_app"]) == []
 
 
 def test_a_schedule_replays_bit_for_bit() -> None:
