@@ -54,8 +54,14 @@ class Signals:
         """Apply an exit signal from `sender` to the local process `proc`."""
         if proc._exit_reason is not None:
             return
-        if linked and proc.links is not None:
-            proc.links.discard(sender)
+        if linked:
+            links = proc.links
+            if links is None or sender not in links:
+                # As OTP: a link's exit signal is ignored once the link is gone. It fired
+                # already ("noconnection" when the session dropped) or was undone; the
+                # sender's node may send it on a later session that did not see the drop.
+                return
+            links.discard(sender)
         if reason == KILL and not linked:
             self._kill(proc, KILLED)
         elif proc.trap_exit:
@@ -87,8 +93,6 @@ class Signals:
             for other in sorted(links, key=Pid.order) if len(links) > 1 else links:
                 local = self._local(other)
                 if local is not None:
-                    if local.links is not None:
-                        local.links.discard(pid)
                     self._exit_signal(local, pid, reason, linked=True)
                 elif dist is not None:
                     dist.send_exit(pid, other, reason, True)
@@ -131,6 +135,7 @@ class Signals:
             other.links.add(proc.pid)
         elif pid.node == self.name or self._dist is None:
             # Linking to a dead process is an immediate exit signal "noproc".
+            proc.links.add(pid)
             self._exit_signal(proc, pid, NOPROC, linked=True)
         else:
             proc.links.add(pid)
