@@ -47,11 +47,16 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.CRITICAL)
     failed: list[int] = []
+    flapped: list[int] = []
+    slowest = (0.0, -1)
     started = time.perf_counter()
     virtual = 0.0
     for i, seed in enumerate(range(args.start, args.start + args.seeds), 1):
         report = one(seed, args.seconds, args.processes, args.nodes)
         virtual += report.virtual_seconds
+        if report.flaps:
+            flapped.append(seed)
+        slowest = max(slowest, (report.registry_converged_in, seed))
         if args.verbose:
             print("\n".join(report.faults))
             print(f"seed {seed}: {report.messages} messages, digest {report.digest}")
@@ -78,6 +83,10 @@ def main() -> int:
     print(
         f"{args.seeds} seeds from {args.start} in {wall:.1f} s wall:"
         f" {len(failed)} failed {failed[:50]}"
+    )
+    print(
+        f"sessions lost after the final settle (flaps) in {len(flapped)} seeds {flapped[:20]};"
+        f" slowest registry agreement after settle: {slowest[0]:.2f} virtual s (seed {slowest[1]})"
     )
     return 1 if failed else 0
 

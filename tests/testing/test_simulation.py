@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import zmesh_test_app as app
 from hypothesis import given, settings
@@ -34,6 +35,7 @@ from zmesh.testing import (
 )
 from zmesh.testing.checkers import DeliveryLog, SignalLog, registry_problems, service_problems
 from zmesh.testing.schedules import SimSchedule, play, run_schedule, simulation_schedules
+from zmesh.testing.sim_network import SimNetwork, SimTransport
 from zmesh.testing.simulation import simulate
 from zmesh.testing.strategies import Heal, Kill, Partition, Restart, Resume
 
@@ -119,6 +121,48 @@ async def test_run_simulation_refuses_to_nest_in_a_running_loop() -> None:
 
     with pytest.raises(SimulationError, match="plain `def` test"):
         run_simulation(scenario)
+
+
+class _ShrinkingDelay:
+    """Each frame held back less than the one before: all are due at the same instant."""
+
+    def __init__(self) -> None:
+        self.delay = 1.0
+
+    def action(self, address: str) -> float:
+        self.delay /= 2
+        return self.delay
+
+
+def test_frames_due_at_the_same_instant_land_in_send_order() -> None:
+    loop = VirtualTimeLoop()
+    try:
+        network = SimNetwork(0, loop)
+        landed: list[int] = []
+
+        def on_frame(identity: bytes, parts: list[bytes], user: str | None) -> None:
+            landed.append(msgpack.unpackb(parts[0])[0][1])  # the frame's SEQ envelope
+
+        def ignore(*args: object) -> None:
+            return None
+
+        receiver = SimTransport(network, TEST_CONFIG, on_frame, ignore)
+        sender = SimTransport(network, TEST_CONFIG, ignore, ignore)
+        receiver.bind("sim://b")
+        sender.bind("sim://a")
+        sender.faults = _ShrinkingDelay()
+        link = sender.open("sim://b")
+
+        async def send_all() -> None:
+            for i in range(60):
+                link.enqueue(msgpack.packb([99, i]))
+                await asyncio.sleep(0)  # one frame per loop iteration
+            await asyncio.sleep(2.0)
+
+        loop.run_until_complete(send_all())
+        assert landed == list(range(60))
+    finally:
+        loop.close()
 
 
 # -- the cluster interface in virtual time ---------------------------------------------------

@@ -47,6 +47,10 @@ class DeliveryLog:
 
         node.subscribe_nodes(on_event, include_hidden=True)
 
+    def connection_losses(self) -> int:
+        """How many times, in all, a watched node saw a peer go down."""
+        return sum(self._downs.values())
+
     def stamp(self, src: Pid, dst: Pid) -> int:
         """The connection epoch between the two pids' nodes: send it with the message."""
         return self._downs[frozenset((src.node, dst.node))]

@@ -230,6 +230,8 @@ class SimLink:
         self.frames_out = 0
         self.bytes_out = 0
         self.identity = b"\x01" + network.random.randbytes(15)
+        # How the trace names this link: both ends and the start of its identity.
+        self._route = f"{transport.address}->{address} {self.identity[1:4].hex()}"
         self._transport = transport
         self._network = network
         self._loop = network.loop
@@ -240,6 +242,7 @@ class SimLink:
         self._peer: SimTransport | None = None  # the transport it is connected to
         self._pending: deque[bytes] = deque()  # frames waiting for a connection
         self._last_arrival = 0.0  # per-link FIFO: no frame lands before the one ahead
+        self._flying: deque[tuple[SimTransport, bytes]] = deque()  # in send order
 
     def __repr__(self) -> str:
         return f"<SimLink {self._transport.address}->{self.address} seq={self._seq}>"
@@ -293,7 +296,7 @@ class SimLink:
         faults = self._transport.faults
         action = faults.action(self.address) if faults is not None else None
         trace = self._network.trace
-        route = f"{self._transport.address}->{self.address}"
+        route = self._route
         if action == "drop":
             trace.record(now, f"drop {route}", data)
             return
@@ -313,11 +316,15 @@ class SimLink:
         flight = self._network.latency(self._transport.address, self.address) + extra
         arrival = max(now + flight, self._last_arrival)
         self._last_arrival = arrival
-        self._network.trace.record(now, f"send {self._transport.address}->{self.address}", data)
-        self._loop.call_at(arrival, self._land, peer, data)
+        self._network.trace.record(now, f"send {self._route}", data)
+        self._flying.append((peer, data))
+        self._loop.call_at(arrival, self._land)
 
-    def _land(self, peer: SimTransport, data: bytes) -> None:
-        route = f"{self._transport.address}->{self.address}"
+    def _land(self) -> None:
+        # Frames due at the same instant have equal timers, which the loop's heap may
+        # fire in any order: each landing takes the oldest frame in flight (FIFO).
+        peer, data = self._flying.popleft()
+        route = self._route
         now = self._loop.time()
         if peer.closed:
             self._network.trace.record(now, f"lost {route}", data)

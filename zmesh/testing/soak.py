@@ -39,6 +39,10 @@ class SoakReport:
     messages: int = 0
     downs: int = 0
     exits: int = 0
+    #: Sessions lost after the final `settle` (nothing was faulty then: a flap).
+    flaps: int = 0
+    #: Virtual seconds from the final `settle` until every node agreed on every name.
+    registry_converged_in: float = 0.0
     digest: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -214,10 +218,13 @@ async def chaos(
     for name in sorted(dead):
         await sim.restart(name)
     await sim.settle(timeout=settle_timeout)
+    settled_downs = world.log.connection_losses()
+    settled_at = sim.now()
     # The registry converges right behind the node-up; frames a lifted delay still holds
     # can make that take a little longer (measured: up to 1.1 s), so allow a bound.
     with contextlib.suppress(WaitTimeout):
         await wait_until(lambda: not registry_problems(sim), REGISTRY_BOUND)
+    report.registry_converged_in = sim.now() - settled_at
     await asyncio.sleep(0.5)  # signals and messages still in flight land
     # Monitors whose target died with its node must have fired; a watcher that died with
     # its own node is excused.
@@ -226,6 +233,7 @@ async def chaos(
         for ref, target in world.watched.items()
         if target.node in killed_targets and world.watcher_of[ref].node not in killed_targets
     ]
+    report.flaps = world.log.connection_losses() - settled_downs
     report.problems += world.log.problems
     report.problems += world.signals.problems(gone)
     report.problems += registry_problems(sim)
