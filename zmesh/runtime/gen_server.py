@@ -358,9 +358,12 @@ class CallRouter(Process):
                 server = target
             waiting: asyncio.Future[Any] = loop.create_future()
             deadline = started + timeout
-            self._calls[ref.id] = (waiting, deadline, server, timeout, ref)
-            if deadline < self._last_deadline:
+            calls = self._calls
+            if not calls:
+                self._ordered = True
+            elif deadline < self._last_deadline:
                 self._ordered = False
+            calls[ref.id] = (waiting, deadline, server, timeout, ref)
             self._last_deadline = deadline
             if self._timer is None or deadline < self._timer_at:
                 self._arm(deadline)
@@ -406,9 +409,7 @@ class CallRouter(Process):
             if not waiting.done():
                 pid = server if type(server) is Pid else server.pid  # type: ignore[union-attr]
                 waiting.set_exception(CallTimeout(f"{pid} did not reply within {timeout} s"))
-        if not self._calls:
-            self._ordered = True
-        elif next_at is not None:
+        if next_at is not None:
             # Out of order, a burst of deadlines is taken a millisecond at a time.
             self._arm(next_at if ordered else max(next_at, now + 0.001))
 
