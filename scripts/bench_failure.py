@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -40,7 +41,8 @@ async def detect(sig: signal.Signals) -> tuple[float, str]:
     try:
         async with zmesh.Node("watcher", cookie="bench") as node:
             await node.connect(address)
-            await asyncio.sleep(0.5)  # steady state: heartbeats flowing
+            # Steady state, at a random phase against the heartbeat timers.
+            await asyncio.sleep(0.5 + random.random() * node.config.tick)
             start = time.perf_counter()
             proc.send_signal(sig)
             while "victim" in node.nodes():

@@ -8,8 +8,9 @@ For each N:
 - idle CPU: after `--settle` seconds, the CPU time (user + system, every thread, from
   /proc/PID/stat) that all N processes used over `--window` seconds, as a percentage of
   one core; and each process's resident memory (VmRSS). The raw baseline in the same run
-  is N idle `python -c "import zmq; ..."` processes (a Python interpreter with one
-  ZeroMQ context, blocked in a receive), so the printed ratio is zmesh's own cost.
+  is a full mesh of N plain pyzmq processes (a ROUTER each and a DEALER to every other,
+  with ZeroMQ heartbeats at the same interval and timeout as zmesh's defaults, blocked
+  in a receive): the floor of keeping N nodes connected and watched.
 - registry: this process's node joins the cluster, registers a name and polls every
   node's `info()` (concurrently) until each lists it: register -> visible everywhere.
 - failover: a DistributedCounter service placed on a joined node, that node SIGKILLed,
@@ -51,9 +52,24 @@ ME = "bench"
 UP = re.compile(r"node (\S+) up \(")
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-# The raw baseline: an interpreter holding one ZeroMQ context and socket, blocked.
-RAW = "import zmq, sys; s = zmq.Context().socket(zmq.PULL); s.bind('tcp://127.0.0.1:*'); " \
-      "print('up', flush=True); s.recv()"  # fmt: skip
+# The raw baseline: one node of a plain pyzmq full mesh with zmesh's ZMTP heartbeats.
+RAW_NODE = """
+import sys, zmq
+ivl, timeout, ttl = (int(a) for a in sys.argv[1:4])
+ctx = zmq.Context()
+router = ctx.socket(zmq.ROUTER)
+router.bind("tcp://127.0.0.1:*")
+print(router.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+dealers = []
+for address in sys.stdin.readline().split():
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+    dealer.setsockopt(zmq.HEARTBEAT_TTL, ttl)
+    dealer.connect(address)
+    dealers.append(dealer)
+router.recv()
+"""
 
 
 # -- OS process figures -----------------------------------------------------------------------
@@ -81,14 +97,23 @@ def idle_cpu(pids: list[int], window: float) -> float:
 
 
 def raw_idle(n: int, settle: float, window: float) -> float:
+    """Idle CPU (percent of one core) of a raw pyzmq full mesh of `n` processes."""
+    cfg = zmesh.NodeConfig()
+    ivl, down = int(cfg.tick * 1000), int(cfg.down_after * 1000)
+    argv = [sys.executable, "-c", RAW_NODE, str(ivl), str(down - ivl), str(down + ivl)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", RAW], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(n)
     ]
     try:
+        addresses = []
         for p in procs:
             assert p.stdout is not None
-            p.stdout.readline()
+            addresses.append(p.stdout.readline().strip())
+        for i, p in enumerate(procs):
+            assert p.stdin is not None
+            p.stdin.write(" ".join(a for j, a in enumerate(addresses) if j != i) + "\n")
+            p.stdin.flush()
         time.sleep(settle)
         return idle_cpu([p.pid for p in procs], window)
     finally:
@@ -253,14 +278,17 @@ def main() -> None:
     )
     for n in sizes:
         r = measure(n, args)
-        ratio = r["cpu"] / r["raw"] if r["raw"] > 0 else float("inf")
+        ratio = f"{r['cpu'] / r['raw']:5.1f}x" if r["raw"] > 0 else "    -"
         print(
             f"{n:>3} {r['all_up']:7.1f}s {r['mesh']:7.1f}s {r['cpu']:8.1f}% {r['raw']:5.1f}% "
-            f"{ratio:5.1f}x {r['cpu'] / n:8.2f}% {statistics.median(r['rss']):8.1f} "
+            f"{ratio} {r['cpu'] / n:8.2f}% {statistics.median(r['rss']):8.1f} "
             f"{ms(r['registry']):>18} {ms(r['failover']):>12}",
             flush=True,
         )
-    print("median (max) over rounds; idle CPU in % of one core, summed over the N processes")
+    print(
+        "median (max) over rounds; idle CPU in % of one core, summed over the N processes; "
+        "raw: a plain pyzmq full mesh with the same ZeroMQ heartbeats"
+    )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ class Distribution:
         for peer in list(self.sessions.values()):
             if peer.name in gone:
                 self.refuse("curve_revoked", f"{peer.name}: its key is no longer allowed")
-                self._membership.forget(peer, NOCONNECTION)
+                self._membership.cut_off(peer, NOCONNECTION)
                 dropped.append(peer.name)
         return sorted(dropped)
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("zmesh.dist")
 
 NodeListener = Callable[[str, str], None]  # (event "up" | "down", node name)
+_CUT_OFF_LINGER = 0.5  # seconds a BYE to a peer we cut off may take to leave
 
 
 @dataclass(eq=False)
@@ -190,6 +191,15 @@ class Membership:
         dist._requests.peer_lost(peer.name)
         if notify:
             self._notify("down", peer)
+
+    def cut_off(self, peer: Peer, reason: object) -> None:
+        """Drop a session the peer still holds (its key was revoked): tell it with a BYE,
+        which gets `_CUT_OFF_LINGER` to leave, so it sees us down at once instead of
+        after `stall_after` (ZeroMQ still answers its PINGs)."""
+        if peer.up:
+            self._dist.emit(peer, Kind.BYE)
+            peer.link.close(_CUT_OFF_LINGER)
+        self.forget(peer, reason)
 
     def _notify(self, event: str, peer: Peer) -> None:
         hidden = peer.hidden

@@ -478,12 +478,15 @@ class ZmqLink:
 
     def _on_monitor(self) -> None:
         lost = False
+        monitor = self._monitor
         while not self.closed:
             try:
-                msg = self._monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            except zmq.ZMQError:
+                # Cheaper than the zmq.Again an empty receive raises (the tick polls
+                # every link).
+                if not int(monitor.get(zmq.EVENTS)) & zmq.POLLIN:
+                    break
+                msg = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:  # zmq.Again included
                 break
             parsed = parse_monitor_message(msg)
             event = parsed["event"]
