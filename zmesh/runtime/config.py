@@ -25,8 +25,8 @@ class NodeConfig:
     #: idle node does next to no work. "heartbeat": a node heartbeat to every peer each
     #: `tick`, down after `down_after` of silence: it also catches a peer whose sockets
     #: answer while its event loop does not, at one Python wake-up per peer per tick.
-    #: A transport with injected faults (`zmesh.testing.Cluster`) always works this way:
-    #: its faults act above the sockets, where ZeroMQ's heartbeats cannot see them.
+    #: A transport with injected faults (`zmesh.testing.Cluster`), or one that is not
+    #: ZeroMQ's, always works this way: ZeroMQ's heartbeats cannot see those faults.
     liveness: str = "zmtp"
     #: With liveness "zmtp": a peer whose node sent nothing for this long (its sockets
     #: answer, its event loop is stuck) is declared down (never before `down_after`).

@@ -27,7 +27,7 @@ from zmesh.core.protocol import Kind, check_type
 from zmesh.errors import ConnectError
 from zmesh.runtime.curve import parse_address
 from zmesh.runtime.discovery_loop import discovery_loop
-from zmesh.runtime.transport import OutLink
+from zmesh.runtime.transport import OutLink, ZmqTransport
 from zmesh.terms import NOCONNECTION
 
 if TYPE_CHECKING:
@@ -243,8 +243,9 @@ class Membership:
             await asyncio.sleep(min(cfg.tick, cfg.reconnect_base) if self._lost else cfg.tick)
             if self.paused:
                 continue
-            injected = dist._transport is not None and dist._transport.faults is not None
-            silence, quiet = _heartbeat_times(cfg, injected)
+            transport = dist._transport
+            zmtp = isinstance(transport, ZmqTransport) and transport.faults is None
+            silence, quiet = _heartbeat_times(cfg, zmtp)
             now = loop.time()
             for peer in list(dist.sessions.values()):
                 if not peer.up:
@@ -336,13 +337,14 @@ class Membership:
         self.paused = False
 
 
-def _heartbeat_times(cfg: NodeConfig, faults: bool) -> tuple[float, float]:
+def _heartbeat_times(cfg: NodeConfig, zmtp: bool) -> tuple[float, float]:
     """(silence after which a peer is down, idle time of a link before it carries a node
     heartbeat) for `cfg.liveness`. With "zmtp", ZeroMQ's heartbeats find a stopped or
-    cut-off peer within `down_after`; the node's own only find a stuck event loop. Faults
-    injected above the sockets (`faults`: zmesh.testing) are invisible to ZeroMQ, so
-    there the node's heartbeats do it all, as with "heartbeat"."""
-    if cfg.liveness == "zmtp" and not faults:
+    cut-off peer within `down_after`; the node's own only find a stuck event loop. That
+    needs the ZeroMQ transport with no faults injected above its sockets (`zmtp`):
+    elsewhere (zmesh.testing's faults, a simulated network) the node's heartbeats do it
+    all, as with "heartbeat"."""
+    if cfg.liveness == "zmtp" and zmtp:
         stall = max(cfg.stall_after, cfg.down_after)
         return stall, stall / 3
     return cfg.down_after, cfg.tick * 0.5
