@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -81,7 +80,6 @@ class KV:
         self._node = router.node
         self.vnodes = Vnodes(self._node, name, n, partitions)
         self._writer = f"{self._node.name}#{self._node.creation}"
-        self._counter = itertools.count(1)
 
     # -- placement ----------------------------------------------------------------
 
@@ -170,9 +168,7 @@ class KV:
         targets = self._targets(key)
         if context is None:
             context = v.local_view(key).context()
-        sibling = Sibling(
-            (self._writer, next(self._counter)), tuple(sorted(context.items())), value
-        )
+        sibling = Sibling(self._next_dot(context), tuple(sorted(context.items())), value)
         acks = 0
         pending = []
         wire = encode_sibling(sibling)
@@ -205,6 +201,15 @@ class KV:
                 f"{key!r}, w={w}"
             )
         return acks
+
+    def _next_dot(self, context: VersionVector) -> tuple[str, int]:
+        """A dot no write of this node's incarnation has used: the count lives in the
+        router (it outlives a close and re-open) and passes any count of ours the
+        context has seen."""
+        counts = self._router.counts
+        n = max(counts.get(self.name, 0), context.get(self._writer, 0)) + 1
+        counts[self.name] = n
+        return (self._writer, n)
 
     def _background(self, futures: Any) -> None:
         for fut in futures:  # let them finish; their failures are retried by handoffs
@@ -337,6 +342,7 @@ class KVRouter:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.stores: dict[str, KV] = {}
+        self.counts: dict[str, int] = {}  # the last write count per store (see _next_dot)
         self._tasks: set[asyncio.Task[Any]] = set()
         dist = node._need_dist()
         for op, handler in (
