@@ -136,13 +136,25 @@ async def test_too_few_replicas_is_unavailable_and_bad_messages_are_refused(
     await c.settle()
     dist = c["n1"]._dist
     assert dist is not None
-    for body in (["s", "not", "enough"], ["s", 1.5, None], ["s", "k", "x", None], [3]):
-        with pytest.raises(RemoteError):
-            await dist.request("n2", "kv.write", body, 5)
-    assert c["n2"].stats()["bad_requests"] >= 3
     before = c["n2"].stats().get("bad_data", 0)
-    dist.cast("n2", "kv.repair", ["s", "k", "not siblings", None])
-    dist.cast("n2", "kv.repair", "junk")
-    await wait_until(lambda: c["n2"].stats().get("bad_data", 0) == before + 2, 5)
+    bad = [
+        ("kv.write", ["s", 1, "not", "enough"]),
+        ("kv.write", ["s", 2, 1.5, [], None]),  # a float key
+        ("kv.write", ["s", 3, "k", ["w", 1, [], 1, "not a bool"], None]),
+        ("kv.write", ["s", "no id", "k", ["w", 1, [], 1, False], None]),
+        ("kv.read", ["s", 4, "k", 7]),  # a hint that is not a node name
+        ("kv.reply", ["s", 5]),
+        ("kv.repair", ["s", "k", "not siblings", None]),
+        ("kv.repair", "junk"),
+        ("kv.leave", [3]),
+    ]
+    for op, body in bad:
+        assert dist.cast("n2", op, body)
+    await wait_until(lambda: c["n2"].stats().get("bad_data", 0) == before + len(bad), 5)
+    with pytest.raises(RemoteError):
+        await dist.request("n2", "kv.put", ["s", "k", 1, "x", None, 2, 1.0], 5)
+    with pytest.raises(RemoteError):
+        await dist.request("n2", "kv.hello", ["s", "n", "p"], 5)
+    assert c["n2"].stats()["bad_requests"] >= 2
     await stores["n1"].put("fine", 1)
     assert await stores["n2"].get("fine") == 1

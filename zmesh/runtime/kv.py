@@ -34,6 +34,7 @@ from zmesh.core.kv_wire import decode_siblings, encode_sibling, encode_siblings
 from zmesh.core.ring import Key
 from zmesh.core.version_vector import TOMBSTONE, Sibling, Siblings, VersionVector
 from zmesh.errors import ConfigError, DataError, Unavailable, ZmeshError
+from zmesh.runtime.kv_gather import Fanout
 from zmesh.runtime.kv_vnodes import Vnodes, live_keys
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class KV:
         self._node = router.node
         self.vnodes = Vnodes(self._node, name, n, partitions)
         self._writer = f"{self._node.name}#{self._node.creation}"
+        self.fanout = Fanout()
 
     # -- placement ----------------------------------------------------------------
 
@@ -143,7 +145,8 @@ class KV:
         targets = self._targets(key)
         if not targets:  # pragma: no cover - this node is always up and a member
             raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
-        coordinator = targets[0].node
+        me = self._node.name  # a target coordinates itself; else the first target does
+        coordinator = me if any(t.node == me for t in targets) else targets[0].node
         if coordinator != self._node.name:
             deleted = value is TOMBSTONE
             body = [key, None if deleted else value, deleted, _wire_context(context), w, timeout]
@@ -169,32 +172,24 @@ class KV:
         if context is None:
             context = v.local_view(key).context()
         sibling = Sibling(self._next_dot(context), tuple(sorted(context.items())), value)
-        acks = 0
-        pending = []
+        me = self._node.name
         wire = encode_sibling(sibling)
+        acks = 0
+        remote: dict[str, str | None] = {}
         for target in targets:
-            if target.node == self._node.name:
+            if target.node == me:
                 v.apply(key, sibling, target.hint_for)
                 acks += 1
             else:
-                body = [key, wire, target.hint_for]
-                pending.append(asyncio.ensure_future(v.request(target.node, "kv.write", body,
-                                                               timeout)))  # fmt: skip
-        if acks >= w:
-            self._background(pending)
-            return acks
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        waiting = set(pending)
-        while waiting and acks < w:
-            done, waiting = await asyncio.wait(
-                waiting, timeout=max(0.0, deadline - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
-            if not done:
-                break
-            acks += sum(1 for f in done if not f.cancelled() and f.exception() is None)
-        self._background(waiting)
+                remote[target.node] = target.hint_for
+
+        def send(op: int) -> None:
+            for node, hint in remote.items():
+                v.cast(node, "kv.write", [op, key, wire, hint])
+
+        need = max(0, w - acks)
+        answers = await self.fanout.gather(send, set(remote), need, timeout) if remote else []
+        acks += len(answers)
         if acks < w:
             raise Unavailable(
                 f"store {self.name!r}: {acks} of {len(targets)} replicas acknowledged "
@@ -210,10 +205,6 @@ class KV:
         n = max(counts.get(self.name, 0), context.get(self._writer, 0)) + 1
         counts[self.name] = n
         return (self._writer, n)
-
-    def _background(self, futures: Any) -> None:
-        for fut in futures:  # let them finish; their failures are retried by handoffs
-            fut.add_done_callback(_consume)
 
     # -- reads ----------------------------------------------------------------
 
@@ -245,25 +236,25 @@ class KV:
         timeout = self.timeout if timeout is None else timeout
         v = self.vnodes
         targets = self._targets(key)
+        me = self._node.name
         answers: list[tuple[Target, Siblings]] = []
-        asks = {}
+        remote: dict[str, Target] = {}
         for target in targets:
-            if target.node == self._node.name:
+            if target.node == me:
                 answers.append((target, v.held(key, target.hint_for)))
             else:
-                body = [key, target.hint_for]
-                asks[asyncio.ensure_future(v.request(target.node, "kv.read", body, timeout))] = (
-                    target
-                )
-        if asks:
-            done, late = await asyncio.wait(asks, timeout=timeout)
-            self._background(late)
-            for fut in done:
-                if fut.exception() is None:
-                    try:
-                        answers.append((asks[fut], decode_siblings(fut.result())))
-                    except DataError:
-                        continue
+                remote[target.node] = target
+
+        def send(op: int) -> None:
+            for node, target in remote.items():
+                v.cast(node, "kv.read", [op, key, target.hint_for])
+
+        if remote:
+            for node, payload in await self.fanout.gather(send, set(remote), None, timeout):
+                try:
+                    answers.append((remote[node], decode_siblings(payload)))
+                except DataError as exc:
+                    v.refuse(f"kv.read answer from {node}: {exc}")
         if len(answers) < r:
             raise Unavailable(
                 f"store {self.name!r}: {len(answers)} of {len(targets)} replicas answered "
@@ -316,11 +307,6 @@ class KV:
         )
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 def _check_context(context: Any) -> dict[str, int]:
     if not hasattr(context, "items"):
         raise ConfigError(f"a context is the mapping fetch() returned, got {context!r}")
@@ -348,12 +334,13 @@ class KVRouter:
         for op, handler in (
             ("kv.hello", self._on_hello),
             ("kv.put", self._on_put),
-            ("kv.write", lambda s, kv, b: kv.vnodes.on_write(s, b)),
-            ("kv.read", lambda s, kv, b: kv.vnodes.on_read(s, b)),
             ("kv.handoff", lambda s, kv, b: kv.vnodes.on_handoff(s, b)),
             ("kv.keys", lambda s, kv, b: kv.vnodes.on_keys(s, b)),
         ):
             dist.handle(op, self._route(op, handler))
+        for op, answer in (("kv.write", Vnodes.on_write), ("kv.read", Vnodes.on_read)):
+            dist.handle_cast(op, self._route(op, self._answering(answer), cast=True))
+        dist.handle_cast("kv.reply", self._route("kv.reply", self._on_reply, cast=True))
         dist.handle_cast("kv.repair", self._route("kv.repair", self._on_repair, cast=True))
         dist.handle_cast("kv.leave", self._route("kv.leave", self._on_leave, cast=True))
         self._unsubscribe = node.subscribe_nodes(self._on_node_event)
@@ -435,6 +422,23 @@ class KVRouter:
                 ctx[pair[0]] = pair[1]
         return await kv.coordinate(key, TOMBSTONE if deleted else value, w, ctx, float(timeout))
 
+    def _answering(self, handler: Any) -> Any:
+        """A cast handler for `kv.write` / `kv.read`: [id, *fields] in, the answer
+        cast back as `kv.reply` [store, id, answer]."""
+
+        def answer(sender: str, kv: KV, body: Any) -> None:
+            if not body or type(body[0]) is not int:
+                raise DataError(f"a kv request from {sender} starts with its id")
+            result = handler(kv.vnodes, sender, body[1:])
+            kv.vnodes.cast(sender, "kv.reply", [body[0], result])
+
+        return answer
+
+    def _on_reply(self, sender: str, kv: KV, body: Any) -> None:
+        if len(body) != 2:
+            raise DataError(f"kv.reply from {sender} is [store, id, answer]")
+        kv.fanout.on_reply(sender, body[0], body[1])
+
     def _on_repair(self, sender: str, kv: KV, body: Any) -> None:
         kv.vnodes.on_repair(sender, body)
 
@@ -443,6 +447,8 @@ class KVRouter:
 
     def _on_node_event(self, event: str, name: str) -> None:
         if event != "up":
+            for kv in self.stores.values():
+                kv.fanout.on_down(name)
             return
         for kv in self.stores.values():
             task = asyncio.get_running_loop().create_task(self._hello(kv, name))

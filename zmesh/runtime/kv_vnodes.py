@@ -170,6 +170,12 @@ class Vnodes:
         dist = self.node._need_dist()
         return await dist.request(node, op, [self.name, *body], timeout)
 
+    def refuse(self, detail: str) -> None:
+        """Count a malformed message from a peer (`bad_data` in the node's stats)."""
+        dist = self.node._dist
+        if dist is not None:
+            dist.refuse("bad_data", detail)
+
     def cast(self, node: str, op: str, body: list[Any]) -> None:
         dist = self.node._dist
         if dist is not None:

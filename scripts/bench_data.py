@@ -1,0 +1,201 @@
+"""Distributed data (issue 16): the replicated map and the partitioned store.
+
+Five nodes in this one process (`zmesh.testing.Cluster`: real tcp on loopback, one
+event loop, default failure detection of the test config). Figures are printed,
+never asserted.
+
+- map put -> visible on all 5: n1 puts a key; the time until the last of the other
+  four replicas reports it (a `watch` listener on each), one put at a time;
+- heal of divergent keys: the cluster is split 2 | 3, each side writes its own
+  half of `--divergent` keys, then heals; the time from `heal()` to every replica
+  equal, and from the mesh being whole again (settle) to every replica equal;
+- KV at n=3, w=r=2: `get` and `put` latency from n1 against a plain GenServer call
+  from n1 to a dict server on n2 (the baseline, alternated in the same run); then
+  puts pipelined from all five nodes (`--window` in flight per node) against calls
+  pipelined the same way to the one dict server.
+
+    python scripts/bench_data.py [--puts 2000] [--divergent 10000] [--ops 2000]
+                                 [--pipelined 20000] [--window 100] [--uvloop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_remote import percentile
+
+import zmesh
+from zmesh.testing import Cluster, wait_until
+
+
+class DictServer(zmesh.GenServer):
+    """The baseline: one process holding a dict."""
+
+    async def init(self) -> None:
+        self.data: dict[Any, Any] = {}
+
+    async def handle_call(self, request: Any, caller: zmesh.Caller) -> Any:
+        op, key, *value = request
+        if op == "put":
+            self.data[key] = value[0]
+            return True
+        return self.data.get(key)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def map_visibility(c: Cluster, puts: int) -> None:
+    maps = [await node.replicated_map("bench") for node in c]
+    await wait_until(lambda: all(len(m.members()) == 4 for m in maps), 10)
+    loop = asyncio.get_running_loop()
+    seen: dict[Any, int] = {}
+    done: dict[Any, asyncio.Future[float]] = {}
+
+    def listener(change: zmesh.Change) -> None:
+        seen[change.key] = seen.get(change.key, 0) + 1
+        if seen[change.key] == 4 and change.key in done:
+            done[change.key].set_result(loop.time())
+
+    for m in maps[1:]:
+        m.watch(listener)
+    latencies = []
+    for i in range(puts):
+        done[i] = loop.create_future()
+        start = loop.time()
+        maps[0].put(i, {"n": i, "payload": "x" * 32})
+        latencies.append(await asyncio.wait_for(done[i], 10) - start)
+    print(
+        f"map put -> visible on all 5 ({puts} puts, one at a time): "
+        f"p50 {ms(statistics.median(latencies))}, p99 {ms(percentile(latencies, 0.99))}, "
+        f"max {ms(max(latencies))}"
+    )
+
+
+async def map_heal(c: Cluster, divergent: int) -> None:
+    maps = [await node.replicated_map("heal") for node in c]
+    await wait_until(lambda: all(len(m.members()) == 4 for m in maps), 10)
+    await c.partition(["n1", "n2"], ["n3", "n4", "n5"])
+    await c.settle(timeout=20)
+    half = divergent // 2
+    for i in range(half):
+        maps[0].put(("a", i), i)
+        maps[2].put(("b", i), i)
+    await wait_until(lambda: len(maps[1]) == half and len(maps[4]) == half, 20)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await c.heal()
+    await c.settle(timeout=20)
+    meshed = loop.time()
+    await wait_until(lambda: all(len(m) == 2 * half for m in maps), 30, what="converged")
+    end = loop.time()
+    first = maps[0].to_dict()
+    assert all(m.to_dict() == first for m in maps[1:]), "replicas differ after the heal"
+    print(
+        f"heal of {2 * half} divergent keys (2 | 3 split): heal() -> converged "
+        f"{end - start:.3f} s, of which mesh whole again -> converged {end - meshed:.3f} s"
+    )
+
+
+async def kv_latency(c: Cluster, ops: int) -> None:
+    stores = [await node.kv_open("bench", n=3) for node in c]
+    await wait_until(lambda: all(len(s.members()) == 5 for s in stores), 10)
+    server = await c["n2"].start(DictServer)
+    n1, kv = c["n1"], stores[0]
+    gets, puts, calls, call_puts = [], [], [], []
+    loop = asyncio.get_running_loop()
+    for i in range(ops):
+        key = f"key{i % 500}"
+        t0 = loop.time()
+        await kv.put(key, i, w=2)
+        t1 = loop.time()
+        await n1.call(server, ("put", key, i))
+        t2 = loop.time()
+        assert await kv.get(key, r=2) == i
+        t3 = loop.time()
+        assert await n1.call(server, ("get", key)) == i
+        t4 = loop.time()
+        puts.append(t1 - t0)
+        call_puts.append(t2 - t1)
+        gets.append(t3 - t2)
+        calls.append(t4 - t3)
+    get_m, call_m = statistics.median(gets), statistics.median(calls)
+    put_m, call_put_m = statistics.median(puts), statistics.median(call_puts)
+    print(
+        f"KV n=3 get r=2 from n1 ({ops} ops): median {ms(get_m)}, p99 "
+        f"{ms(percentile(gets, 0.99))}; GenServer call n1 -> dict on n2: median "
+        f"{ms(call_m)}; ratio {get_m / call_m:.2f}x"
+    )
+    print(
+        f"KV n=3 put w=2 from n1: median {ms(put_m)}, p99 {ms(percentile(puts, 0.99))}; "
+        f"GenServer put call: median {ms(call_put_m)}; ratio {put_m / call_put_m:.2f}x"
+    )
+    await pipelined(c, stores, server)
+
+
+async def pipelined(c: Cluster, stores: list[zmesh.KV], server: zmesh.Pid) -> None:
+    total, window = ARGS.pipelined, ARGS.window
+    per_node = total // len(stores)
+    loop = asyncio.get_running_loop()
+
+    async def drive(make: Any) -> float:
+        counter = itertools.count()
+
+        async def worker(node_index: int) -> None:
+            while (i := next(counter)) < total:
+                await make(node_index, i)
+
+        start = loop.time()
+        await asyncio.gather(*(worker(i % len(stores)) for i in range(window * len(stores))))
+        return total / (loop.time() - start)
+
+    async def kv_put(node_index: int, i: int) -> None:
+        await stores[node_index].put(f"p{i}", i, w=2)
+
+    async def call_put(node_index: int, i: int) -> None:
+        await list(c)[node_index].call(server, ("put", f"p{i}", i))
+
+    kv_rate = await drive(kv_put)
+    call_rate = await drive(call_put)
+    print(
+        f"KV puts pipelined from 5 nodes ({total}, {window} in flight per node, "
+        f"~{per_node} per node): {kv_rate:,.0f} puts/s; GenServer put calls to one dict "
+        f"server, same pipelining: {call_rate:,.0f} calls/s; ratio {kv_rate / call_rate:.2f}x"
+    )
+
+
+async def main() -> None:
+    async with Cluster(5) as c:
+        await map_visibility(c, ARGS.puts)
+        await map_heal(c, ARGS.divergent)
+        await kv_latency(c, ARGS.ops)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--puts", type=int, default=2000)
+    parser.add_argument("--divergent", type=int, default=10000)
+    parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument("--pipelined", type=int, default=20000)
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--uvloop", action="store_true")
+    ARGS = parser.parse_args()
+    print(
+        "distributed data, 5 nodes in one process on loopback tcp "
+        f"({'uvloop' if ARGS.uvloop else 'asyncio'})"
+    )
+    if ARGS.uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
