@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zmesh.core.crdt_wire import check_key
-from zmesh.core.kv_placement import Target, key_to_nodes, preference_list
+from zmesh.core.kv_placement import Target, key_to_nodes
 from zmesh.core.kv_wire import decode_siblings, encode_sibling, encode_siblings
 from zmesh.core.ring import Key
 from zmesh.core.version_vector import TOMBSTONE, Sibling, Siblings, VersionVector
@@ -94,8 +94,7 @@ class KV:
         return sorted(self.vnodes.known)
 
     def _targets(self, key: Key) -> list[Target]:
-        v = self.vnodes
-        return preference_list(v.ring, v.partition(key), self.n, v.up())
+        return self.vnodes.targets(self.vnodes.partition(key))
 
     def _check(self, what: str, value: object) -> int:
         if type(value) is not int or not 1 <= value <= self.n:
@@ -260,9 +259,10 @@ class KV:
                 f"store {self.name!r}: {len(answers)} of {len(targets)} replicas answered "
                 f"for {key!r}, r={r}"
             )
-        merged = Siblings()
-        for _, siblings in answers:
-            merged = merged.sync(siblings)
+        merged = answers[0][1]
+        for _, siblings in answers[1:]:
+            if siblings != merged:
+                merged = merged.sync(siblings)
         for target, siblings in answers:
             if siblings != merged:  # read repair
                 if target.node == self._node.name:
@@ -446,6 +446,8 @@ class KVRouter:
         kv.vnodes.remove_member(sender)
 
     def _on_node_event(self, event: str, name: str) -> None:
+        for kv in self.stores.values():
+            kv.vnodes.invalidate()
         if event != "up":
             for kv in self.stores.values():
                 kv.fanout.on_down(name)

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core.crdt_wire import check_key
-from zmesh.core.kv_placement import key_to_partition, partition_nodes
+from zmesh.core.kv_placement import Target, key_to_partition, partition_nodes, preference_list
 from zmesh.core.kv_wire import decode_sibling, decode_siblings, encode_siblings
 from zmesh.core.ring import HashRing, Key
 from zmesh.core.version_vector import Sibling, Siblings
@@ -53,6 +53,7 @@ class Vnodes:
         self.data: dict[int, dict[Key, Siblings]] = {}
         self.hints: dict[str, dict[tuple[int, Key], Siblings]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._targets: dict[int, list[Target]] = {}
         self.closed = False
         self.counters = {"handoffs_out": 0, "hints_delivered": 0, "repairs": 0}
 
@@ -142,6 +143,18 @@ class Vnodes:
     def up(self) -> set[str]:
         return (set(self.node.nodes()) & self.known) | {self.node.name}
 
+    def targets(self, partition: int) -> list[Target]:
+        """Where `partition` is written and read now (cached until the members or
+        the reachable nodes change: see `invalidate`)."""
+        found = self._targets.get(partition)
+        if found is None:
+            found = preference_list(self.ring, partition, self.n, self.up())
+            self._targets[partition] = found
+        return found
+
+    def invalidate(self) -> None:
+        self._targets.clear()
+
     def add_member(self, name: str) -> None:
         if name in self.known:
             self.deliver_hints(name)
@@ -157,6 +170,7 @@ class Vnodes:
         old = self.ring
         self.known = members
         self.ring = HashRing(members, vnodes=64)
+        self.invalidate()
         self.spawn(self._ownership_handoff(old, self.ring))
         for name in members - {self.node.name}:
             self.deliver_hints(name)
