@@ -233,7 +233,7 @@ def spread(times: list[float]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 16])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[3, 16])
     parser.add_argument("--strategies", nargs="+", default=["range", "gossip", "file", "static"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

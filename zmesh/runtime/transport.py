@@ -285,9 +285,10 @@ class ZmqLink:
         sock.setsockopt(zmq.ROUTING_ID, b"\x01" + os.urandom(15))
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, cfg.hwm)
-        # Retry an absent peer with backoff rather than every 100 ms forever.
+        # Retry an absent peer with backoff rather than every 100 ms forever, capped like
+        # the node's own retries: a peer back up is dialled within reconnect_cap.
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(cfg.reconnect_cap * 1000))
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         _set_zmtp_heartbeat(sock, cfg)
         keys = transport.keys
