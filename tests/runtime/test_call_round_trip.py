@@ -40,6 +40,8 @@ class Holder(GenServer):
             return count
         if request == "die":
             self.stop("asked to die")
+        if request == "too long":  # over the caller's limit of items in one container
+            return list(range(1_000_001))
         return request
 
 
@@ -306,9 +308,37 @@ async def test_malformed_call_envelopes_are_refused_and_counted(pair: tuple[Node
         [Kind.CALL_REPLY, 1],
     ]
     before = b.stats().get("bad_envelopes", 0)
+    payloads = b.stats().get("bad_payloads", 0)
     for env in bad:
         peer.link.enqueue(codec.encode([int(env[0]), *env[1:]]))
+    undecodable = [int(Kind.CALL), server.id, server.creation, router, 10**9, b"\xc1"]
+    peer.link.enqueue(codec.encode(undecodable))
     await asyncio.sleep(0.1)
     assert b.stats().get("bad_envelopes", 0) - before == len(bad)
+    assert b.stats().get("bad_payloads", 0) - payloads == 1
     assert no_call_state(a, b, server)
     assert await a.call(server, "still") == "still"
+
+
+async def test_a_request_the_server_node_refuses_fails_the_call_not_the_session(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    server = await b.start(Holder)
+    with pytest.raises(zmesh.CallError, match="DecodeError"):
+        await a.call(server, list(range(1_000_001)), timeout=10)
+    assert b.stats()["bad_payloads"] == 1 and a.nodes() == ["b"]
+    assert await a.call(server, "after") == "after"
+    assert no_call_state(a, b, server)
+
+
+async def test_a_reply_the_caller_refuses_fails_the_call_not_the_session(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    server = await b.start(Holder)
+    with pytest.raises(zmesh.DecodeError):
+        await a.call(server, "too long", timeout=10)
+    assert a.stats()["bad_payloads"] == 1 and a.nodes() == ["b"]
+    assert await a.call(server, "after") == "after"
+    assert no_call_state(a, b, server)

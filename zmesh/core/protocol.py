@@ -50,13 +50,15 @@ class Kind(IntEnum):
     MONITOR = 14  # [MONITOR, ref, watcher_pid, target_pid]
     DEMONITOR = 15  # [DEMONITOR, ref, watcher_pid, target_pid]
     DOWN = 16  # [DOWN, ref, watcher_pid, target_pid, reason]
-    # [CALL, dest_id, dest_creation, caller_pid, ref, request]: the GenServer call
-    # `("$gen_call", (caller_pid, ref), request)` for the destination, which also monitors
-    # it for the caller under `ref` (OTP's alias plus implicit monitor): a DOWN with that
-    # ref if it dies first; the monitor ends with the reply (or a DEMONITOR on timeout).
+    # [CALL, dest_id, dest_creation, caller_id, ref_id, request_bytes]: the GenServer call
+    # `("$gen_call", (caller, ref), request)` for the destination, the caller and the ref
+    # being of the sending node; it also monitors the destination for the caller under
+    # the ref (OTP's alias plus implicit monitor): a DOWN with that ref if it dies first,
+    # or at once if the request cannot be decoded; the monitor ends with the reply (or a
+    # DEMONITOR on timeout).
     CALL = 17
-    # [CALL_REPLY, dest_id, dest_creation, ref, value]: `(ref, value)` for the caller; ends
-    # the implicit monitor of the CALL with that ref.
+    # [CALL_REPLY, dest_id, dest_creation, ref_id, value_bytes]: `(ref, value)` for the
+    # caller (the ref being of the receiving node); ends the CALL's implicit monitor.
     CALL_REPLY = 18
     REQUEST = 20  # [REQUEST, ref, op, body]
     REPLY = 21  # [REPLY, ref, ok, body]
@@ -130,6 +132,24 @@ def send_envelope(dest_id: int, dest_creation: int, payload: bytes) -> bytes:
     """A SEND envelope for an already encoded message: its fields are plain ints and
     bytes, so a bare Packer does (no codec hooks, no limits to check again)."""
     return _ENVELOPE_PACKER.pack([_SEND, dest_id, dest_creation, payload])  # type: ignore[no-any-return]
+
+
+_CALL: Final = int(Kind.CALL)
+_CALL_REPLY: Final = int(Kind.CALL_REPLY)
+
+
+def call_envelope(
+    dest_id: int, dest_creation: int, caller_id: int, ref_id: int, payload: bytes
+) -> bytes:
+    """A CALL envelope for an already encoded request (nested like SEND's message, so a
+    request the receiver refuses costs that call alone, not the frame it came in)."""
+    fields = [_CALL, dest_id, dest_creation, caller_id, ref_id, payload]
+    return _ENVELOPE_PACKER.pack(fields)  # type: ignore[no-any-return]
+
+
+def reply_envelope(dest_id: int, dest_creation: int, ref_id: int, payload: bytes) -> bytes:
+    """A CALL_REPLY envelope for an already encoded value."""
+    return _ENVELOPE_PACKER.pack([_CALL_REPLY, dest_id, dest_creation, ref_id, payload])  # type: ignore[no-any-return]
 
 
 def check_type(value: object, kind: type) -> None:

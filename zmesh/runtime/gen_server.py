@@ -302,6 +302,14 @@ class CallRouter(Process):
             if not entry[0].done():
                 entry[0].set_exception(_call_failed(entry[2], NOCONNECTION))  # type: ignore[arg-type]
 
+    def fail(self, ref_id: int, error: BaseException, via: str | None) -> None:
+        """Fail the call with ref id `ref_id` with `error` (its reply was unreadable)."""
+        entry = self._calls.pop(ref_id, None)
+        if entry is not None:
+            self._forget(entry, via)
+            if not entry[0].done():
+                entry[0].set_exception(error)
+
     def answer(self, ref_id: int, value: object, via: str | None) -> None:
         """Hand `value` to the call with ref id `ref_id` (dropped if it is no longer
         waiting); `via` is the node the reply came from (None: a local or plain message),

@@ -12,18 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from zmesh.core.protocol import Kind, check_type, send_envelope
+from zmesh.core.protocol import Kind, call_envelope, check_type, reply_envelope, send_envelope
+from zmesh.errors import DecodeError
 from zmesh.runtime.gen_server import CALL
 from zmesh.runtime.membership import Peer
-from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref
+from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
     from zmesh.runtime.process import Process
 
 # Plain ints: the codec packs an IntEnum member through its slow `default` hook.
-_CALL: Final = int(Kind.CALL)
-_CALL_REPLY: Final = int(Kind.CALL_REPLY)
 _PID_CACHE: Final = 1024  # callers' pids remembered per peer; cleared whole when full
 
 
@@ -160,7 +159,7 @@ class Signals:
         if peer.creation != target.creation:
             return NOPROC
         peer.link.enqueue(
-            dist.codec.encode([_CALL, target.id, target.creation, caller.id, ref.id, request])
+            call_envelope(target.id, target.creation, caller.id, ref.id, dist.codec.encode(request))
         )
         peer.messages_out += 1
         return None
@@ -189,7 +188,7 @@ class Signals:
             dist.counters["dropped_sends"] += 1
             return
         if ref.node == name and ref.creation == caller.creation:
-            data = dist.codec.encode([_CALL_REPLY, caller.id, caller.creation, ref.id, value])
+            data = reply_envelope(caller.id, caller.creation, ref.id, dist.codec.encode(value))
         else:  # a tag the caller's node did not make (the call protocol used by hand)
             payload = dist.codec.encode((ref, value))
             data = send_envelope(caller.id, caller.creation, payload)
@@ -273,7 +272,7 @@ class Signals:
         self._node._deliver_down(watcher, ref, target, reason)
 
     def on_call(self, peer: Peer, env: list[Any]) -> None:
-        _, pid_id, creation, caller_id, ref_id, request = env
+        _, pid_id, creation, caller_id, ref_id, payload = env
         if type(caller_id) is not int or type(ref_id) is not int:
             raise TypeError(f"a call needs a caller id and a ref id: {caller_id!r}, {ref_id!r}")
         peer.messages_in += 1
@@ -292,6 +291,13 @@ class Signals:
             target = Pid(node.name, pid_id, creation)
             self._dist.emit(peer, Kind.DOWN, ref, caller, target, NOPROC)
             return
+        try:
+            request = self._dist.codec.decode(payload)
+        except DecodeError as exc:
+            # Counted, and the call fails at once with the reason rather than timing out.
+            self._dist.refuse("bad_payloads", f"call from {peer.name}: {exc}")
+            self._dist.emit(peer, Kind.DOWN, ref, caller, proc.pid, crash_reason(exc))
+            return
         if proc.watchers is None:
             proc.watchers = {}
         proc.watchers[ref] = caller
@@ -299,7 +305,7 @@ class Signals:
         proc.deliver((CALL, (caller, ref), request))
 
     def on_call_reply(self, peer: Peer, env: list[Any]) -> None:
-        _, pid_id, creation, ref_id, value = env
+        _, pid_id, creation, ref_id, payload = env
         check_type(ref_id, int)
         peer.messages_in += 1
         node = self._node
@@ -307,6 +313,13 @@ class Signals:
             return
         proc = node._procs.get(pid_id)
         if proc is None:
+            return
+        try:
+            value = self._dist.codec.decode(payload)
+        except DecodeError as exc:
+            self._dist.refuse("bad_payloads", f"call reply from {peer.name}: {exc}")
+            if proc is node._calls:
+                node._calls.fail(ref_id, exc, peer.name)
             return
         if proc is node._calls:
             node._calls.answer(ref_id, value, peer.name)
