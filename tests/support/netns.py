@@ -35,6 +35,10 @@ def unavailable() -> str | None:
     if made.returncode != 0:
         return f"`ip netns add` refused: {made.stderr.strip()}"
     _ip("netns", "del", probe, check=False)
+    bridge = _ip("link", "add", probe, "type", "bridge", check=False)
+    if bridge.returncode != 0:
+        return f"cannot make a bridge: {bridge.stderr.strip()}"
+    _ip("link", "del", probe, check=False)
     return None
 
 
