@@ -214,16 +214,24 @@ class ReplicatedMap:
         self._emit(self._state.join(delta))
 
     def _send_state(self, member: str) -> None:
-        """Send our full state to `member` in chunks: entries first, the context last."""
+        """Send our full state to `member` in chunks (entries first, the context last),
+        in the background: a snapshot taken now, one chunk per turn of the loop, so a
+        large map neither blocks the loop nor mixes entries and context of two times."""
         self.stats["states_out"] += 1
-        wire = encode_state(self._state)
+        wire = encode_state(self._state)  # builds new lists: a snapshot
+        self._router.spawn(self._send_chunks(member, wire))
+
+    async def _send_chunks(self, member: str, wire: list[Any]) -> None:
         entries = wire[0]
         sync = next(self._router.sync_ids)
         chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)] or [[]]
         for i, chunk in enumerate(chunks):
+            if i:
+                await asyncio.sleep(0)
             last = i == len(chunks) - 1
             tail = [wire[1], wire[2], wire[3]] if last else None
-            self._router.cast(member, "map.state", [self.name, sync, chunk, tail])
+            if not self._router.cast(member, "map.state", [self.name, sync, chunk, tail]):
+                return  # it went down: it gets a fresh state when it comes back
 
     def _on_state(self, sender: str, sync: Any, chunk: Any, tail: Any) -> None:
         if type(sync) is not int or type(chunk) is not list:
@@ -317,7 +325,10 @@ class MapRouter:
 
     def _hello(self, peer: str, name: str) -> None:
         """Tell `peer` we hold `name`; if it does too, it adds us and sends its state."""
-        task = self.loop.create_task(self._ask(peer, name))
+        self.spawn(self._ask(peer, name))
+
+    def spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
