@@ -234,3 +234,15 @@ async def map_app(node: zmesh.Node) -> zmesh.Pid:
                 shared.put(("pong", node.name, key[1]), change.new)
 
     return node.spawn(echo)
+
+
+async def cart_example(node: zmesh.Node) -> list[str]:
+    kv = await node.kv_open("carts", n=3, partitions=64)
+    await kv.put("cart:ada", ["milk"], w=2)
+    seen = await kv.fetch("cart:ada", r=2)  # every sibling, and the context they had
+    await kv.put("cart:ada", ["milk", "eggs"], w=2, context=seen.context)
+    cart = await kv.get("cart:ada", r=2)
+    if isinstance(cart, zmesh.Conflict):  # two writers raced: merge, write back
+        cart = sorted(set().union(*cart.values))
+        await kv.put("cart:ada", cart, context=(await kv.fetch("cart:ada")).context)
+    return cart  # type: ignore[no-any-return]
