@@ -1,7 +1,9 @@
 """The chaos soak in CI: 300 seeds of a 5-node simulated cluster, each with 100 chatty
 processes, monitors and registrations under a random fault every virtual second for
 20 virtual seconds, then healed and checked (per-pair FIFO, one Down per monitor,
-links once, one owner per name). Any failing seed is named with its replay command.
+links once, one owner per name within a virtual second of settling, no session up on a
+closed link, none lost after the final settle). Any failing seed is named with its
+replay command.
 
 Bounded: about a minute of wall time on an idle machine (the target is <= 3 min);
 `scripts/sim_soak.py --seeds 20000` runs the long soak.

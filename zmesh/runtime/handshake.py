@@ -207,10 +207,16 @@ class Handshake:
                 _fail_with(attempt, f"{attempt.address} refused the connection: {why}", "security")
 
     def close_orphan(self, link: OutLink) -> None:
-        """Close `link` unless a session or a connect still uses it."""
+        """Close `link` unless a session, a connect or an inbound handshake still uses it.
+
+        (A connect that times out while the peer's own HELLO is being answered on the
+        same link used to close it: the session then came up on a closed link, sent
+        nothing, and the peer dropped it after `down_after`.)"""
         if any(p.link is link for p in self._dist.sessions.values()):
             return
         if any(a.link is link for a in self._outbound.values()):
+            return
+        if any(h.link is link for h in self._inbound.values()):
             return
         self.close_link(link)
 

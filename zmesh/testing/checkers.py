@@ -8,6 +8,7 @@ property holds, so a test asserts `== []` and a failure says what went wrong:
 - `SignalLog`: exactly one `Down` per monitor, and each link's exit signal at most once;
 - `registry_problems`: after `settle`, every node of a connected group agrees on one
   live owner per name (`check_everywhere`);
+- `session_problems`: no session is up on a closed link (it could send nothing);
 - `service_problems`: one instance per service spec (`Cluster.service_problems`).
 """
 
@@ -136,6 +137,20 @@ def registry_problems(cluster: Cluster, names: Iterable[str] | None = None) -> l
                 problems.append(f"{name!r}: owner {owner} is not in group {group}")
             elif not cluster[owner.node].is_alive(owner):
                 problems.append(f"{name!r}: owner {owner} is dead")
+    return problems
+
+
+def session_problems(cluster: Cluster) -> list[str]:
+    """Sessions that are up on a closed link: the node believes it is connected but can
+    send nothing, so its peer will drop the session after `down_after`."""
+    problems = []
+    for name in cluster.live():
+        dist = cluster[name]._dist
+        if dist is None:
+            continue
+        for peer in dist.sessions.values():
+            if peer.up and peer.link.closed:
+                problems.append(f"{name}'s session with {peer.name} is up on a closed link")
     return problems
 
 
