@@ -145,3 +145,32 @@ async def test_dns_finds_a_node_by_name() -> None:
         Node("b", cookie=COOKIE, config=TEST_CONFIG, discovery=[f"dns:localhost:{port}"]) as b,
     ):
         await wait_until(lambda: b.nodes() == ["a"], 5)
+
+
+async def test_a_hung_dns_lookup_is_asked_once_and_holds_neither_polls_nor_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The resolver never answers: polls wait on the one lookup in flight (no pile of
+    threads), and the node closes at once, leaving the lookup on a daemon thread."""
+    import socket
+    import threading
+
+    release = threading.Event()
+    calls: list[threading.Thread] = []
+
+    def hung(*args: object, **kwargs: object) -> list[object]:
+        calls.append(threading.current_thread())
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    try:
+        node = Node("a", cookie=COOKIE, config=TEST_CONFIG, discovery=["dns:peers.test:7000"])
+        async with node:
+            await wait_until(lambda: len(calls) == 1, 5)
+            await asyncio.sleep(4 * TEST_CONFIG.seed_retry)  # several polls' worth
+            assert len(calls) == 1
+            assert calls[0].daemon
+        assert calls[0].is_alive()  # closed while the lookup still hangs
+    finally:
+        release.set()
