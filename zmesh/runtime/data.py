@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zmesh.errors import ConfigError
-from zmesh.runtime.kv import KV, KVRouter
+from zmesh.runtime.kv import KV
+from zmesh.runtime.kv_router import KVRouter
 from zmesh.runtime.presence import MAP_NAME, Presence
 from zmesh.runtime.replicated_map import MapRouter, ReplicatedMap
 
