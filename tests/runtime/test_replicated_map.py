@@ -174,3 +174,19 @@ async def test_malformed_map_messages_are_refused_counted_and_harmless(
     assert c["n2"].stats()["bad_requests"] == 1
     m1.put("still", "works")
     await wait_until(lambda: m2.get("still") == "works", 5)
+
+
+@pytest.mark.zmesh_nodes(2)
+async def test_a_lost_delta_is_made_up_by_the_periodic_digest(zmesh_cluster: Cluster) -> None:
+    c = zmesh_cluster
+    m1, m2 = await open_all(c)
+    m1._state.put(m1._replica, "lost", 1)  # written, but its delta never sent
+    await asyncio.sleep(0.1)
+    assert "lost" not in m2
+    await wait_until(lambda: m2.get("lost") == 1, 5, what="made up by a digest")
+    dist = c["n1"]._dist
+    assert dist is not None
+    before = c["n2"].stats().get("bad_data", 0)
+    dist.cast("n2", "map.digest", ["m", [["r", -1]], []])
+    dist.cast("n2", "map.digest", ["m", "vv"])
+    await wait_until(lambda: c["n2"].stats().get("bad_data", 0) == before + 2, 5)

@@ -68,30 +68,37 @@ class CausalContext:
     def join(self, other: CausalContext) -> None:
         """Union with `other`, in place."""
         vv = self.vv
+        raised = []
         for replica, n in other.vv.items():
             if n > vv.get(replica, 0):
                 vv[replica] = n
-        touched = set(other.vv)
+                raised.append(replica)
+        touched = set()
         for dot in other.cloud:
             if dot[1] > vv.get(dot[0], 0):
                 self.cloud.add(dot)
                 touched.add(dot[0])
-        for replica in touched:
+        for replica in raised:
+            self._compact(replica, raised=True)
+        for replica in touched.difference(raised):
             self._compact(replica)
 
-    def _compact(self, replica: str) -> None:
+    def _compact(self, replica: str, *, raised: bool = False) -> None:
+        """Fold the cloud's dots that continue the vector into it. The cloud never
+        holds a dot the vector covers, so only a vector `raised` by a join may have
+        overtaken some: those are dropped too (a scan, done only then)."""
         cloud = self.cloud
         if not cloud:
             return
+        if raised:
+            top = self.vv.get(replica, 0)
+            cloud.difference_update([d for d in cloud if d[0] == replica and d[1] <= top])
         n = self.vv.get(replica, 0)
         while (replica, n + 1) in cloud:
             n += 1
             cloud.discard((replica, n))
         if n:
             self.vv[replica] = n
-        # Dots at or below the vector are covered by it now.
-        stale = [d for d in cloud if d[0] == replica and d[1] <= n]
-        cloud.difference_update(stale)
 
     def dots(self) -> int:
         """How many dots are held beyond the vector (the memory a gap costs)."""
@@ -102,6 +109,9 @@ class CausalContext:
 
 
 def _winner(dots: dict[Dot, Entry]) -> Entry:
+    if len(dots) == 1:  # nearly always: several dots only after concurrent puts
+        for entry in dots.values():
+            return entry
     best = max(dots, key=lambda d: (dots[d][1], d[0], d[1]))
     return dots[best]
 

@@ -25,6 +25,8 @@ _MAX_COUNTER = 2**62
 
 def check_key(key: Any) -> Key:
     """`key` if it is a map key (str, bytes, int or a tuple of those); else KeyTypeError."""
+    if type(key) is str or type(key) is int or type(key) is bytes:  # the common case
+        return key
     encode_key(key)
     return key  # type: ignore[no-any-return]
 

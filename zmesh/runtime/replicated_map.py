@@ -4,11 +4,14 @@ Reads and writes touch only the local replica. Each write's delta joins a pendin
 batch; the batch goes to the map's members on the next turn of the event loop, so a
 burst of writes travels as one message per member. When a member appears (it opens
 the map, or its node comes up again after a partition or a restart) the two nodes
-swap their full states (in chunks), which is the anti-entropy that heals every gap.
+swap their full states (in chunks), which is the anti-entropy that heals every gap;
+and every `DIGEST_EVERY` seconds each replica sends its members its causal context
+(``map.digest``, a version vector): a member that has seen more sends its state, so a
+state lost in a reconnection race is made up within a period.
 
 The members of a map are the connected nodes that opened a map of the same name. The
 messages between them are the request ``map.hello`` and the casts ``map.state``,
-``map.delta`` and ``map.bye``, handled by one `MapRouter` per node; a malformed one
+``map.delta``, ``map.digest`` and ``map.bye``, handled by one `MapRouter` per node; a malformed one
 raises DataError, is counted (``bad_data`` in the node's stats, ``bad_requests`` for a
 hello) and changes nothing.
 """
@@ -22,7 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from zmesh.core.crdt_map import MapState
+from zmesh.core.crdt_map import CausalContext, MapState
 from zmesh.core.crdt_wire import check_key, decode_state, encode_state
 from zmesh.core.ring import Key
 from zmesh.errors import ConfigError, DataError, ZmeshError
@@ -37,6 +40,8 @@ log = logging.getLogger("zmesh.data")
 #: Entries per `map.state` chunk: a full state of any size stays far below the
 #: codec's limits on one message.
 CHUNK = 4096
+#: Seconds between two digests (each member's causal context, sent to the others).
+DIGEST_EVERY = 1.0
 #: A chunked state being received is dropped if it grows past this many entries.
 MAX_STATE = 10_000_000
 
@@ -260,6 +265,15 @@ class ReplicatedMap:
         self._members.add(sender)
         self._send_state(sender)
 
+    def _on_digest(self, sender: str, theirs: CausalContext) -> None:
+        ctx = self._state.context
+        ahead = any(n > theirs.vv.get(r, 0) for r, n in ctx.vv.items()) or any(
+            dot not in theirs for dot in ctx.cloud
+        )
+        if ahead:  # it has not seen everything we have: it gets our state
+            self._members.add(sender)
+            self._send_state(sender)
+
     def _on_bye(self, sender: str) -> None:
         self._members.discard(sender)
         self._inbound.pop(sender, None)
@@ -308,9 +322,30 @@ class MapRouter:
             ("map.state", self._on_state),
             ("map.delta", self._on_delta),
             ("map.bye", self._on_bye),
+            ("map.digest", self._on_digest),
         ):
             dist.handle_cast(op, self._guarded(handler))
         self._unsubscribe = node.subscribe_nodes(self._on_node_event)
+        self._timer = self.loop.call_later(DIGEST_EVERY, self._digest)
+
+    def _digest(self) -> None:
+        """Tell each member what this replica has seen (its causal context, a few
+        bytes): a member that has seen more answers with its state, so a full state
+        lost in a reconnection race is made up within a period."""
+        for m in self.maps.values():
+            if m._members:
+                ctx = m._state.context
+                body = [m.name, [[r, n] for r, n in ctx.vv.items()], [list(d) for d in ctx.cloud]]
+                for member in m._members:
+                    self.cast(member, "map.digest", body)
+        self._timer = self.loop.call_later(DIGEST_EVERY, self._digest)
+
+    def _on_digest(self, sender: str, body: Any) -> None:
+        m = self._map(body, sender)
+        if len(body) != 3:
+            raise DataError(f"map.digest from {sender} is [name, vv, cloud]")
+        if m is not None:
+            m._on_digest(sender, decode_state([[], body[1], body[2], 0, []]).context)
 
     def open(self, name: str) -> ReplicatedMap:
         """The map `name` on this node, opened (and announced to every peer) if new."""
@@ -396,6 +431,7 @@ class MapRouter:
     async def stop(self) -> None:
         """Close every map (the node is stopping)."""
         self._unsubscribe()
+        self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         for m in list(self.maps.values()):
