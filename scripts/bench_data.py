@@ -14,8 +14,15 @@ asserted.
   puts pipelined from all five nodes (`--window` in flight per node) against calls
   pipelined the same way to the one dict server.
 
+With `--os`, the latency figures again with four `zmesh join` OS processes
+(`--app zmesh_test_app:data_app`) and this process's node as the fifth: the map put ->
+echoed back by all four (each answers a ping key with a pong key: two replication
+hops, so an upper bound of twice the one-way visibility), KV get/put from this node
+against a call to a Counter GenServer on a joined node, and puts pipelined from this
+node alone.
+
     python scripts/bench_data.py [--puts 2000] [--divergent 10000] [--ops 2000]
-                                 [--pipelined 20000] [--window 100] [--uvloop]
+                                 [--pipelined 20000] [--window 100] [--os] [--uvloop]
 """
 
 from __future__ import annotations
@@ -23,17 +30,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+SUPPORT = HERE.parent / "tests" / "support"  # joined.py, zmesh_test_app (data_app)
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(SUPPORT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p
+)
 
-from bench_remote import percentile
+from bench_remote import percentile  # noqa: E402
 
-import zmesh
-from zmesh.testing import Cluster, wait_until
+import zmesh  # noqa: E402
+from zmesh.testing import Cluster, wait_until  # noqa: E402
 
 
 class DictServer(zmesh.GenServer):
@@ -113,7 +127,9 @@ async def map_heal(c: Cluster, divergent: int) -> None:
     cross = len(side_a) * len(side_b)
     print(
         f"heal of {2 * half} divergent keys (2 | 3 split, {cross} pairs reconnect): "
-        f"first cross-side node-up -> every replica converged {end - ups[0]:.3f} s "
+        f"first cross-side node-up -> every replica converged {end - ups[0]:.3f} s, "
+        f"last node-up before convergence -> converged "
+        f"{end - max(u for u in ups if u <= end):.3f} s "
         f"(heal() -> converged {end - start:.3f} s, reconnection included)"
     )
 
@@ -185,7 +201,97 @@ async def pipelined(c: Cluster, stores: list[zmesh.KV], server: zmesh.Pid) -> No
     )
 
 
+async def os_processes() -> None:
+    from joined import start_join
+
+    cookie = "bench-data"
+    app = ("--app", "zmesh_test_app:data_app")
+    joined = [start_join("j1", cookie, *app)]
+    joined += [start_join(f"j{i}", cookie, "--seed", joined[0].address, *app) for i in (2, 3, 4)]
+    try:
+        async with zmesh.Node("bench", listen="tcp://127.0.0.1:0", cookie=cookie) as node:
+            await node.connect(joined[0].address)
+            m = await node.replicated_map("shared")
+            kv = await node.kv_open("bench", n=3)
+            names = [j.name for j in joined]
+            await wait_until(lambda: len(m.members()) == 4 and len(kv.members()) == 5, 20)
+            loop = asyncio.get_running_loop()
+            waiting: dict[int, tuple[asyncio.Future[float], set[str]]] = {}
+
+            def listener(change: zmesh.Change) -> None:
+                key = change.key
+                if type(key) is tuple and key[0] == "pong" and key[2] in waiting:
+                    fut, left = waiting[key[2]]
+                    left.discard(key[1])
+                    if not left and not fut.done():
+                        fut.set_result(loop.time())
+
+            m.watch(listener)
+            rtts = []
+            for i in range(ARGS.puts):
+                fut = loop.create_future()
+                waiting[i] = (fut, set(names))
+                start = loop.time()
+                m.put(("ping", i), i)
+                rtts.append(await asyncio.wait_for(fut, 10) - start)
+                del waiting[i]
+            print(
+                f"[os] map put -> echoed back by all 4 processes ({ARGS.puts} puts): p50 "
+                f"{ms(statistics.median(rtts))}, p99 {ms(percentile(rtts, 0.99))}"
+            )
+            counter = await node.start("zmesh_test_app:Counter", 0, on="j2")
+            gets, puts, calls = [], [], []
+            for i in range(ARGS.ops):
+                key = f"key{i % 500}"
+                t0 = loop.time()
+                await kv.put(key, i, w=2)
+                t1 = loop.time()
+                assert await kv.get(key, r=2) == i
+                t2 = loop.time()
+                await node.call(counter, "get")
+                t3 = loop.time()
+                puts.append(t1 - t0)
+                gets.append(t2 - t1)
+                calls.append(t3 - t2)
+            get_m, put_m, call_m = (statistics.median(x) for x in (gets, puts, calls))
+            print(
+                f"[os] KV n=3 get r=2 from this node: median {ms(get_m)}, p99 "
+                f"{ms(percentile(gets, 0.99))}; put w=2: median {ms(put_m)}; GenServer call "
+                f"to j2: median {ms(call_m)}; get/call {get_m / call_m:.2f}x, "
+                f"put/call {put_m / call_m:.2f}x"
+            )
+            total, window = ARGS.pipelined, ARGS.window * 5
+            ids = itertools.count()
+
+            async def worker() -> None:
+                while (i := next(ids)) < total:
+                    await kv.put(f"p{i}", i, w=2)
+
+            start = loop.time()
+            await asyncio.gather(*(worker() for _ in range(window)))
+            rate = total / (loop.time() - start)
+            ids = itertools.count()
+
+            async def caller() -> None:
+                while next(ids) < total:
+                    await node.call(counter, "increment")
+
+            start = loop.time()
+            await asyncio.gather(*(caller() for _ in range(window)))
+            call_rate = total / (loop.time() - start)
+            print(
+                f"[os] KV puts pipelined from this node ({total}, {window} in flight): "
+                f"{rate:,.0f} puts/s; GenServer calls to j2, same: {call_rate:,.0f} calls/s"
+            )
+    finally:
+        for j in joined:
+            j.stop()
+
+
 async def main() -> None:
+    if ARGS.os:
+        await os_processes()
+        return
     # Default failure detection (down after 2 s): the test config's 0.6 s would count a
     # loop busy merging 10,000 keys for five nodes at once as a dead peer.
     async with Cluster(5, config=zmesh.NodeConfig()) as c:
@@ -201,12 +307,11 @@ if __name__ == "__main__":
     parser.add_argument("--ops", type=int, default=2000)
     parser.add_argument("--pipelined", type=int, default=20000)
     parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--os", action="store_true", help="zmesh join processes")
     parser.add_argument("--uvloop", action="store_true")
     ARGS = parser.parse_args()
-    print(
-        "distributed data, 5 nodes in one process on loopback tcp "
-        f"({'uvloop' if ARGS.uvloop else 'asyncio'})"
-    )
+    where = "4 zmesh join processes + this one" if ARGS.os else "5 nodes in one process"
+    print(f"distributed data, {where}, loopback tcp ({'uvloop' if ARGS.uvloop else 'asyncio'})")
     if ARGS.uvloop:
         import uvloop
 

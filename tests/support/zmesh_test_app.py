@@ -246,3 +246,10 @@ async def cart_example(node: zmesh.Node) -> list[str]:
         cart = sorted(set().union(*cart.values))
         await kv.put("cart:ada", cart, context=(await kv.fetch("cart:ada")).context)
     return cart  # type: ignore[no-any-return]
+
+
+async def data_app(node: zmesh.Node) -> zmesh.Pid:
+    """`--app zmesh_test_app:data_app` (scripts/bench_data.py --os): `map_app`, and a
+    member of the partitioned store "bench" (n=3)."""
+    await node.kv_open("bench", n=3)
+    return await map_app(node)
