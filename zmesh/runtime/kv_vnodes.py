@@ -172,7 +172,7 @@ class Vnodes:
         self.ring = HashRing(members, vnodes=64)
         self.invalidate()
         self.spawn(self._ownership_handoff(old, self.ring))
-        for name in members - {self.node.name}:
+        for name in sorted(members - {self.node.name}):
             self.deliver_hints(name)
 
     def spawn(self, coro: Any) -> None:
@@ -266,7 +266,7 @@ class Vnodes:
             await asyncio.gather(
                 *(self._push(t, items) for t, items in by_target.items() if t in up)
             )
-            for name in rest & up:
+            for name in sorted(rest & up):
                 self.cast(name, "kv.leave", [])
         self.stop()
 

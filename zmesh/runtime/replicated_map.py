@@ -162,7 +162,7 @@ class ReplicatedMap:
         if pending is None or not self._members:
             return
         body = [self.name, encode_state(pending)]
-        for member in self._members:
+        for member in sorted(self._members):  # a stable order (deterministic simulation)
             if self._router.cast(member, "map.delta", body):
                 self.stats["deltas_out"] += 1
 
@@ -289,7 +289,7 @@ class ReplicatedMap:
             return
         self._flush()
         self._closed = True
-        for member in self._members:
+        for member in sorted(self._members):  # a stable order (deterministic simulation)
             self._router.cast(member, "map.bye", self.name)
         self._members.clear()
         for queue in self._watchers:
@@ -335,8 +335,9 @@ class MapRouter:
         for m in self.maps.values():
             if m._members:
                 ctx = m._state.context
-                body = [m.name, [[r, n] for r, n in ctx.vv.items()], [list(d) for d in ctx.cloud]]
-                for member in m._members:
+                cloud = [list(d) for d in sorted(ctx.cloud)]
+                body = [m.name, [[r, n] for r, n in ctx.vv.items()], cloud]
+                for member in sorted(m._members):
                     self.cast(member, "map.digest", body)
         self._timer = self.loop.call_later(DIGEST_EVERY, self._digest)
 
