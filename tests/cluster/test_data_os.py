@@ -1,6 +1,7 @@
-"""A replicated map shared by real `zmesh join` OS processes and a test node: writes
-replicate both ways, a SIGKILLed process restarted under its name catches up on what
-was written while it was dead."""
+"""Distributed data across real `zmesh join` OS processes and a test node: a replicated
+map (writes replicate both ways; a SIGKILLed process restarted under its name catches
+up on what was written while it was dead) and the partitioned store (acknowledged
+writes stay readable at r=2 after one member is SIGKILLed)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,36 @@ async def test_a_map_shared_by_joined_processes_converges_and_a_restart_catches_
                 what="every process, the restarted one too, saw both pings",
             )
             assert m.get(("pong", "d2", 2)) == "two"
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_a_store_shared_by_joined_processes_keeps_acknowledged_writes_through_a_kill() -> (
+    None
+):
+    nodes: dict[str, Joined] = {}
+    app = ("--app", "zmesh_test_app:data_app")  # a member of the store "bench", n=3
+    try:
+        nodes["s1"] = start_join("s1", COOKIE, *app)
+        for name in ("s2", "s3", "s4"):
+            nodes[name] = start_join(name, COOKIE, "--seed", nodes["s1"].address, *app)
+        async with Node("tester", listen="tcp://127.0.0.1:0", cookie=COOKIE) as me:
+            await me.connect(nodes["s1"].address)
+            kv = await me.kv_open("bench", n=3)
+            await wait_until(lambda: len(kv.members()) == 5, 20, what="five members")
+            keys = [f"k{i}" for i in range(60)]
+            for k in keys:
+                await kv.put(k, k.upper(), w=2)
+            assert sorted(await kv.keys()) == sorted(keys)
+            nodes["s2"].signal(signal.SIGKILL)  # at most n - w = 1 replica lost
+            nodes["s2"].proc.wait(10)
+            await wait_until(lambda: "s2" not in me.nodes(), 20, what="s2 seen down")
+            for k in keys:
+                assert await kv.get(k, r=2) == k.upper()
+            await kv.put("after", 1, w=2)  # s2's share, if any, goes to a fallback
+            assert await kv.get("after", r=2) == 1
     finally:
         for node in nodes.values():
             node.stop()
