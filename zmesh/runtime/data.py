@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from zmesh.errors import ConfigError
 from zmesh.runtime.kv import KV
 from zmesh.runtime.kv_router import KVRouter
+from zmesh.runtime.map_router import MapRouter
 from zmesh.runtime.presence import MAP_NAME, Presence
-from zmesh.runtime.replicated_map import MapRouter, ReplicatedMap
+from zmesh.runtime.replicated_map import ReplicatedMap
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
