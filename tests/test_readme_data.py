@@ -24,10 +24,7 @@ def block(start: str) -> str:
 
 def test_the_readme_data_examples_are_the_ones_the_tests_run() -> None:
     assert block("async def map_app") == inspect.getsource(zmesh_test_app.map_app).strip()
-    assert (
-        block("async def cart_example")
-        == inspect.getsource(zmesh_test_app.cart_example).strip()
-    )
+    assert block("async def cart_example") == inspect.getsource(zmesh_test_app.cart_example).strip()
 
 
 @pytest.mark.zmesh_nodes(3)
