@@ -174,3 +174,18 @@ async def test_a_hung_dns_lookup_is_asked_once_and_holds_neither_polls_nor_close
         assert calls[0].is_alive()  # closed while the lookup still hangs
     finally:
         release.set()
+
+
+@pytest.mark.timeout(60)
+async def test_a_range_over_a_slash_22_finds_a_node_at_its_last_address() -> None:
+    """1022 addresses cannot all be dialled at once (a ZeroMQ context has about a
+    thousand sockets; doing so stopped discovery): they are dialled a window at a time
+    and the node at the block's last address is still found."""
+    port = free_block(1)
+    async with (
+        Node("far", listen=f"tcp://127.0.7.254:{port}", cookie=COOKIE, config=TEST_CONFIG),
+        Node(
+            "scan", cookie=COOKIE, config=TEST_CONFIG, discovery=[Range("127.0.4.0/22", port)]
+        ) as scan,
+    ):
+        await wait_until(lambda: scan.nodes() == ["far"], 30)

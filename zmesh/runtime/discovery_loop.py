@@ -6,6 +6,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from zmesh.core.probe_window import probe_batch
+from zmesh.runtime.curve import parse_address
+
 if TYPE_CHECKING:
     from zmesh.discovery.strategy import Strategy
     from zmesh.runtime.membership import Membership
@@ -36,12 +39,15 @@ async def discovery_loop(membership: Membership, strategy: Strategy) -> None:
 async def _poll(membership: Membership, strategy: Strategy) -> None:
     dist = membership._dist
     failing: str | None = None
+    cursor = 0
     while membership.seeding:
         try:
             found = list(await strategy.candidates())
+            if membership.seeding:
+                cursor = _dial(membership, found, cursor)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a strategy's failure must not stop discovery
+        except Exception as exc:  # a strategy's (or a dial's) failure must not stop it
             state = f"{type(exc).__name__}: {exc}"
             if state != failing:
                 log.warning("%s: discovery %s failing: %s", dist.node.name, strategy.name, state)
@@ -50,6 +56,15 @@ async def _poll(membership: Membership, strategy: Strategy) -> None:
             if failing is not None:
                 log.warning("%s: discovery %s recovered", dist.node.name, strategy.name)
                 failing = None
-            if membership.seeding:
-                membership.join_missing(found)
         await asyncio.sleep(strategy.interval or dist.config.seed_retry)
+
+
+def _dial(membership: Membership, found: list[str], cursor: int) -> int:
+    """Join the next window of `found` (see `zmesh.core.probe_window`); the next cursor."""
+    handshake = membership._dist._handshake
+    connected = membership.connected_addresses()
+    pending = {c for c in found if handshake.pending(parse_address(c)[1])}
+    busy = pending | {c for c in found if parse_address(c)[1] in connected}
+    batch, cursor = probe_batch(found, busy, len(pending), cursor)
+    membership.join_missing(batch)
+    return cursor
