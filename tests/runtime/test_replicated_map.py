@@ -190,3 +190,14 @@ async def test_a_lost_delta_is_made_up_by_the_periodic_digest(zmesh_cluster: Clu
     dist.cast("n2", "map.digest", ["m", [["r", -1]], []])
     dist.cast("n2", "map.digest", ["m", "vv"])
     await wait_until(lambda: c["n2"].stats().get("bad_data", 0) == before + 2, 5)
+
+
+@pytest.mark.zmesh_nodes(2)
+async def test_a_killed_node_s_digest_timer_stops(zmesh_cluster: Cluster) -> None:
+    c = zmesh_cluster
+    await open_all(c)
+    router = c["n2"]._data_maps
+    await c.kill("n2")
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(2.2)  # more than two periods: at most one tick ran after the kill
+    assert router._timer.when() < loop.time()  # it did not schedule another

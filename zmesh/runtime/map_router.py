@@ -46,7 +46,10 @@ class MapRouter:
     def _digest(self) -> None:
         """Tell each member what this replica has seen (its causal context, a few
         bytes): a member that has seen more answers with its state, so a full state
-        lost in a reconnection race is made up within a period."""
+        lost in a reconnection race is made up within a period. Stops with the node
+        (an aborted node never calls `stop`)."""
+        if self.node._stopping:
+            return
         for m in self.maps.values():
             if m._members:
                 ctx = m._state.context
