@@ -158,3 +158,32 @@ async def test_too_few_replicas_is_unavailable_and_bad_messages_are_refused(
     assert c["n2"].stats()["bad_requests"] >= 2
     await stores["n1"].put("fine", 1)
     assert await stores["n2"].get("fine") == 1
+
+
+@pytest.mark.zmesh_nodes(5)
+async def test_a_member_gone_for_good_is_forgotten_and_its_partitions_refilled(
+    zmesh_cluster: Cluster,
+) -> None:
+    c = zmesh_cluster
+    stores = await open_all(c)
+    keys = [f"f{i}" for i in range(120)]
+    for k in keys:
+        await stores["n1"].put(k, k, w=2)
+    await c.kill("n5")
+    await c.settle()
+    del stores["n5"]
+    await stores["n1"].put("during", 1, w=2)  # maybe a hint for n5
+    with pytest.raises(ConfigError):
+        stores["n1"].forget("n2")  # connected: it must close the store itself
+    stores["n1"].forget("n5")
+    await wait_until(lambda: all("n5" not in s.members() for s in stores.values()), 5)
+
+    def placed() -> bool:
+        return all(
+            holders(stores, k) == set(stores["n1"].key_to_nodes(k)) for k in [*keys, "during"]
+        )
+
+    await wait_until(placed, 10, what="every key on its 3 primaries among the 4 left")
+    assert sum(s.stats()["hints"] for s in stores.values()) == 0
+    for k in keys:
+        assert await stores["n3"].get(k) == k

@@ -293,6 +293,20 @@ class KV:
         await self.vnodes.leave()
         self._router.stores.pop(self.name, None)
 
+    def forget(self, node: str) -> None:
+        """Take `node`, a member that is gone for good (its data lost), off the store's
+        ring everywhere: its partitions get new primaries, which the surviving replicas
+        fill by ownership handoff, and its hints are dropped. Raises ConfigError for
+        this node (use `close`) or a node that is connected (it must `close` itself)."""
+        v = self.vnodes
+        if node == self._node.name or node in self._node.nodes():
+            raise ConfigError(f"{node!r} is this node or connected: it must close the store")
+        if node not in v.known:
+            return
+        v.remove_member(node)
+        for member in sorted(v.up() - {self._node.name}):
+            v.cast(member, "kv.forget", [node])
+
     def stats(self) -> dict[str, int]:
         v = self.vnodes
         return {

@@ -1,7 +1,7 @@
 """The node's partitioned stores by name, and the ``kv.*`` messages between nodes:
 ``kv.hello``, ``kv.put`` (a put forwarded to its coordinator), ``kv.handoff`` and
 ``kv.keys`` are requests; ``kv.write``, ``kv.read`` (answered by ``kv.reply``),
-``kv.repair`` and ``kv.leave`` are casts. A malformed body raises DataError: a cast's
+``kv.repair``, ``kv.leave`` and ``kv.forget`` are casts. A malformed body raises DataError: a cast's
 is counted as ``bad_data``, a request's as ``bad_requests``, and nothing changes."""
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class KVRouter:
         dist.handle_cast("kv.reply", self._route("kv.reply", self._on_reply, cast=True))
         dist.handle_cast("kv.repair", self._route("kv.repair", self._on_repair, cast=True))
         dist.handle_cast("kv.leave", self._route("kv.leave", self._on_leave, cast=True))
+        dist.handle_cast("kv.forget", self._route("kv.forget", self._on_forget, cast=True))
         self._unsubscribe = node.subscribe_nodes(self._on_node_event)
 
     def _route(self, op: str, handler: Any, *, cast: bool = False) -> Any:
@@ -139,6 +140,12 @@ class KVRouter:
 
     def _on_repair(self, sender: str, kv: KV, body: Any) -> None:
         kv.vnodes.on_repair(sender, body)
+
+    def _on_forget(self, sender: str, kv: KV, body: Any) -> None:
+        if len(body) != 1 or type(body[0]) is not str:
+            raise DataError(f"kv.forget from {sender} is [store, node], got {body!r}")
+        if body[0] != self.node.name and body[0] not in self.node.nodes():
+            kv.vnodes.remove_member(body[0])
 
     def _on_leave(self, sender: str, kv: KV, body: Any) -> None:
         kv.vnodes.remove_member(sender)

@@ -163,7 +163,10 @@ class Vnodes:
 
     def remove_member(self, name: str) -> None:
         if name in self.known:
-            self.hints.pop(name, None)  # it left with its data handed off: nothing to give
+            # Writes held for it it never got: ours now, handed on to the partitions'
+            # new primaries by the ownership handoff that follows.
+            for (_, key), siblings in self.hints.pop(name, {}).items():
+                self.merge(key, siblings)
             self.set_members(self.known - {name})
 
     def set_members(self, members: set[str]) -> None:
