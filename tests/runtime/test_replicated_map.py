@@ -109,6 +109,8 @@ async def test_a_late_opener_and_a_restarted_node_get_the_full_state(
     m1 = await c["n1"].replicated_map("late")
     for i in range(9000):  # more than two state chunks
         m1.put(f"k{i}", i)
+        if i % 500 == 499:  # let heartbeats through: the test config's down_after is 0.6 s
+            await asyncio.sleep(0)
     m1.delete("k5")
     m2 = await c["n2"].replicated_map("late")
     await wait_until(lambda: m2.to_dict() == m1.to_dict(), 10, what="late opener caught up")
