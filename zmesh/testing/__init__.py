@@ -36,14 +36,14 @@ __all__ = [
     "SimulationError",
     "VirtualTimeLoop",
     "WaitTimeout",
-    "run_schedule",
     "run_simulation",
     "wait_until",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # run_schedule needs hypothesis (the `test` extra): imported only when asked for.
+    # run_schedule (zmesh.testing.schedules) needs hypothesis, the `test` extra: it is
+    # imported only when asked for, and left out of __all__ so `import *` never needs it.
     if name == "run_schedule":
         from zmesh.testing.schedules import run_schedule
 
