@@ -399,8 +399,14 @@ class Handshake:
             dist.refuse("bad_cookies", f"{pending.name!r} at {pending.address} failed the cookie")
             self.close_orphan(pending.link)
             return
+        link = pending.link
+        if link.closed:
+            # We answered on the link of a session that went down before this AUTH came
+            # (and `forget` closed it): the session comes up on the current link to the
+            # peer instead of on a closed one that sends nothing.
+            link = self.link_to(pending.address, pending.name)
         peer = Peer(
-            pending.name, pending.creation, pending.address, pending.link, identity,
+            pending.name, pending.creation, pending.address, link, identity,
             hidden=pending.hidden,
         )  # fmt: skip
         existing = dist.sessions.get(peer.name)
