@@ -11,18 +11,18 @@ import asyncio
 from typing import Any
 
 import pytest
+from fault_rules import NODES, FaultRules
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from zmesh.runtime.replicated_map import ReplicatedMap
 from zmesh.testing import Cluster, wait_until
 
-NODES = ["n1", "n2", "n3"]
 KEYS = ["a", "b", "c", 1, ("t", 2)]
 
 
-class MapUnderFaults(RuleBasedStateMachine):
+class MapUnderFaults(FaultRules, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -57,35 +57,8 @@ class MapUnderFaults(RuleBasedStateMachine):
         if home not in self.dead:
             self.maps[home].delete(key)
 
-    @rule(alone=st.sampled_from(NODES))
-    def partition(self, alone: str) -> None:
-        self.run(self.cluster.partition([alone]))
-        self.partitioned = True
-        self.settle()
-
-    @precondition(lambda self: self.partitioned)
-    @rule()
-    def heal(self) -> None:
-        self.run(self.cluster.heal())
-        self.partitioned = False
-        self.settle()
-
-    @precondition(lambda self: len(self.dead) < 2)
-    @rule(victim=st.sampled_from(NODES))
-    def kill(self, victim: str) -> None:
-        if victim not in self.dead:
-            self.run(self.cluster.kill(victim))
-            self.dead.add(victim)
-            self.settle()
-
-    @precondition(lambda self: bool(self.dead))
-    @rule()
-    def restart(self) -> None:
-        name = sorted(self.dead)[0]
-        node = self.run(self.cluster.restart(name))
+    def restarted(self, name: str, node: Any) -> None:
         self.maps[name] = self.run(node.replicated_map("m"))
-        self.dead.discard(name)
-        self.settle()
 
     def settle(self) -> None:
         self.run(self.cluster.settle(timeout=15))

@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 import zmesh_test_app as app
+from fault_rules import NODES, FaultRules
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from zmesh.core.registry_state import leader_for
 from zmesh.testing import TEST_CONFIG, Cluster, Simulation, VirtualTimeLoop, wait_until
 
 NAMES = ["alpha", "beta", "gamma"]
-NODES = ["n1", "n2", "n3"]
 
 
-class RegistryUnderFaults(RuleBasedStateMachine):
+class RegistryUnderFaults(FaultRules, RuleBasedStateMachine):
     def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
         """The loop and the cluster: real sockets here, a simulation in the subclass."""
         return asyncio.new_event_loop(), Cluster(3)
@@ -65,35 +65,6 @@ class RegistryUnderFaults(RuleBasedStateMachine):
             if pid is not None and pid.node == home:
                 self.cluster[home].exit(pid, "kill")
                 return
-
-    @rule(alone=st.sampled_from(NODES))
-    def partition(self, alone: str) -> None:
-        self.run(self.cluster.partition([alone]))
-        self.partitioned = True
-        self.settle()
-
-    @precondition(lambda self: self.partitioned)
-    @rule()
-    def heal(self) -> None:
-        self.run(self.cluster.heal())
-        self.partitioned = False
-        self.settle()
-
-    @precondition(lambda self: len(self.dead) < 2)
-    @rule(victim=st.sampled_from(NODES))
-    def kill(self, victim: str) -> None:
-        if victim not in self.dead:
-            self.run(self.cluster.kill(victim))
-            self.dead.add(victim)
-            self.settle()
-
-    @precondition(lambda self: bool(self.dead))
-    @rule()
-    def restart(self) -> None:
-        name = sorted(self.dead)[0]
-        self.run(self.cluster.restart(name))
-        self.dead.discard(name)
-        self.settle()
 
     def settle(self) -> None:
         self.run(self.cluster.settle(timeout=15))
