@@ -299,13 +299,24 @@ class Distribution:
             self.refuse("frame_gaps", f"from {peer.name}: frame {seq}, expected {peer.next_seq}")
             self._membership.forget(peer, NOCONNECTION)
             return
+        self.deliver(peer, identity, envelopes, 1, len(data))
+
+    def deliver(
+        self, peer: Peer, identity: bytes, envelopes: list[Any], start: int, size: int
+    ) -> None:
+        """Dispatch `envelopes[start:]` of a frame (`envelopes[0]` its SEQ) from `peer`.
+
+        `start` is past 1 when a handshake envelope earlier in the same frame is what
+        made `identity` trusted: the peer flushes its AUTH, WELCOME and first casts
+        together when both sides connect at once."""
+        seq = envelopes[0][1]
         peer.next_seq = seq + 1
         peer.last_seen = asyncio.get_running_loop().time()
         peer.frames_in += 1
-        peer.bytes_in += len(data)
-        peer.envelopes_in += len(envelopes) - 1
+        peer.bytes_in += size
+        peer.envelopes_in += len(envelopes) - start
         dispatch = self._dispatch
-        for env in envelopes[1:]:
+        for env in envelopes[start:]:
             handler = dispatch.get(env[0])
             if handler is None:
                 if env[0] in proto.HANDSHAKE_KINDS:

@@ -243,7 +243,15 @@ class Handshake:
         except DecodeError as exc:
             dist.refuse("bad_frames", f"before the handshake: {exc}")
             return
-        for env in envelopes[1:]:
+        for i in range(1, len(envelopes)):
+            trusted = dist.trusted.get(identity)
+            if trusted is not None:
+                # An envelope ahead in this frame made the identity trusted (an AUTH
+                # that the peer flushed with its WELCOME and first casts, both sides
+                # having connected at once): the rest is the session's own traffic.
+                dist.deliver(trusted, identity, envelopes, i, len(data))
+                return
+            env = envelopes[i]
             if env[0] in proto.HANDSHAKE_KINDS:
                 self.handle(identity, env, user)
             else:

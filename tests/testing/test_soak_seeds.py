@@ -1,4 +1,4 @@
-"""Two seeds of the simulation soak (`scripts/sim_soak.py --seconds 20`), replayed.
+"""Seeds of the simulation soak (`scripts/sim_soak.py --seconds 20`) that once failed, replayed.
 
 Seed 17209: n2 answered n3's HELLO on the link of its session with n3, which was still
 up; that session then went down (heartbeat silence under a delay) and `forget` closed
@@ -12,6 +12,14 @@ frames behind it were held back 0.5 s by a `delay` fault; `heal` lifted both, an
 `settle` returned after its 0.2 s quiet period, before the held frames landed. n4 saw
 the gap only then and dropped the session (correctly), which counted as a flap after
 the final settle. `settle` now also waits out the frames a lifted delay still holds.
+
+Seed 38261: n2 and n3 reconnected at once after a frame gap, each answering the other's
+HELLO. n3 flushed its AUTH (for n2's challenge), its WELCOME (for n2's AUTH), PEERS and
+its first casts (the registry, pg and service tables) as one frame. On n2 that frame came
+from a still untrusted identity: the AUTH made it trusted, but the rest of the frame was
+refused as "before the handshake", so n2 never learned n3's names, and nothing sends a
+table again while the session stays up. The envelopes behind a trusting AUTH now go to
+the session.
 """
 
 from __future__ import annotations
@@ -49,3 +57,9 @@ def test_settle_after_a_heal_outlasts_the_lifted_delay() -> None:
         return sim.now() - start
 
     assert run_simulation(scenario, n=2) >= 0.5
+
+
+def test_envelopes_flushed_behind_the_auth_that_trusts_a_peer_reach_its_session() -> None:
+    report = run_simulation(soak_20s, n=5, seed=38261)
+    assert report.problems == []
+    assert report.registry_converged_in < 0.5
