@@ -252,6 +252,43 @@ def test_skewed_clocks_still_agree_on_one_owner_per_name() -> None:
     assert len(owners) == 1 and None not in owners
 
 
+def test_a_drifting_clock_gains_at_its_rate_without_jumping() -> None:
+    async def scenario(sim: Simulation) -> tuple[float, float, float]:
+        node = sim["n1"]
+        await asyncio.sleep(10.0)
+        before = node.env.wall_time()
+        sim.set_drift("n1", 1e-3)  # 1,000 ppm: a bad quartz
+        jump = node.env.wall_time() - before
+        await asyncio.sleep(100.0)
+        gained = sim.clock_offset("n1")
+        return jump, gained, sim.clock_offset("n2")
+
+    jump, gained, other = run_simulation(scenario, n=2)
+    assert jump == pytest.approx(0.0, abs=1e-9)
+    assert gained == pytest.approx(0.1, rel=1e-6)
+    assert other == 0.0
+
+
+def test_drifting_clocks_still_agree_on_one_owner_per_name() -> None:
+    async def scenario(sim: Simulation) -> Any:
+        await sim.partition(["n1", "n2"], ["n3", "n4"])
+        await sim.settle()
+        await asyncio.sleep(60.0)  # at 1% drift the clocks are now up to 1.2 s apart
+        spread = [sim.clock_offset(n) for n in sim.names]
+        for name in sim.names:
+            node = sim[name]
+            await node.register("contested", node.spawn(app.idle))
+        await sim.heal()
+        await sim.settle()
+        await asyncio.sleep(1.0)
+        return spread, registry_problems(sim), {sim[n].whereis("contested") for n in sim.names}
+
+    spread, problems, owners = run_simulation(scenario, n=4, seed=5, drift=0.01)
+    assert max(spread) - min(spread) > 0.1
+    assert problems == []
+    assert len(owners) == 1 and None not in owners
+
+
 # -- determinism -----------------------------------------------------------------------------
 
 

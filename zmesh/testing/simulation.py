@@ -45,7 +45,7 @@ class SimEnvironment:
         self._random = random.Random(f"zmesh-node:{sim.seed}:{name}:{incarnation}")
 
     def wall_time(self) -> float:
-        return EPOCH + self._sim.now() + self._sim.skews.get(self._name, 0.0)
+        return EPOCH + self._sim.now() + self._sim.clock_offset(self._name)
 
     def creation(self) -> int:
         return self._sim._next_creation(int(self.wall_time() * 1000))
@@ -67,12 +67,20 @@ class Simulation(Cluster):
 
     `seed` decides everything random: link latencies, frame drops, nonces, backoff
     jitter. `skew` draws each node's wall-clock offset from [-skew, +skew] seconds
-    (`set_skew` sets one). Use it as `Cluster` is used, inside a `VirtualTimeLoop`:
-    `run_simulation` does both.
+    (`set_skew` sets one); `drift` draws each wall clock's rate error from [-drift,
+    +drift] seconds per second (`set_drift` sets one), so offsets also grow as time
+    passes. Use it as `Cluster` is used, inside a `VirtualTimeLoop`: `run_simulation`
+    does both.
     """
 
     def __init__(
-        self, n: int = 5, *, seed: int = 0, skew: float = 0.0, **node_options: Any
+        self,
+        n: int = 5,
+        *,
+        seed: int = 0,
+        skew: float = 0.0,
+        drift: float = 0.0,
+        **node_options: Any,
     ) -> None:
         if not isinstance(seed, int):
             raise ConfigError(f"a simulation seed is an int, got {seed!r}")
@@ -85,6 +93,12 @@ class Simulation(Cluster):
         self.skews: dict[str, float] = {
             name: draw.uniform(-skew, skew) if skew else 0.0 for name in self.names
         }
+        #: Each node's wall-clock rate error (seconds gained per second) and the virtual
+        #: time it applies from; `skews` holds the offset at that time.
+        self.drifts: dict[str, float] = {
+            name: draw.uniform(-drift, drift) if drift else 0.0 for name in self.names
+        }
+        self._drift_since: dict[str, float] = dict.fromkeys(self.names, 0.0)
         self._network: SimNetwork | None = None
         self._incarnations: dict[str, int] = {}
         self._last_creation = 0
@@ -122,11 +136,27 @@ class Simulation(Cluster):
         """A hash of the whole event log so far: equal for equal seeds, run after run."""
         return self.network.trace.digest()
 
+    def clock_offset(self, name: str) -> float:
+        """How far `name`'s wall clock is ahead of virtual time now (negative: behind)."""
+        since = self._drift_since.get(name, 0.0)
+        return self.skews.get(name, 0.0) + self.drifts.get(name, 0.0) * (self.now() - since)
+
     def set_skew(self, name: str, seconds: float) -> None:
-        """Set `name`'s wall clock `seconds` ahead of virtual time (negative: behind)."""
+        """Set `name`'s wall clock `seconds` ahead of virtual time (negative: behind);
+        any drift goes on from there."""
         self._check(name)
         self.skews[name] = float(seconds)
+        self._drift_since[name] = self.now()
         self.trace.record(self.now(), f"skew {name} {seconds!r}")
+
+    def set_drift(self, name: str, rate: float) -> None:
+        """Make `name`'s wall clock gain `rate` seconds per second from now (negative:
+        lose; 1e-4 is 100 ppm). Its current offset is kept: the clock does not jump."""
+        self._check(name)
+        self.skews[name] = self.clock_offset(name)
+        self._drift_since[name] = self.now()
+        self.drifts[name] = float(rate)
+        self.trace.record(self.now(), f"drift {name} {rate!r}")
 
     def _new_node(self, name: str, listen: str, seeds: list[str]) -> Node:
         network = self.network
@@ -168,6 +198,7 @@ def run_simulation(
     n: int = 5,
     seed: int = 0,
     skew: float = 0.0,
+    drift: float = 0.0,
     **node_options: Any,
 ) -> T:
     """Run `await test(sim)` on a started, meshed `Simulation(n, seed=seed, ...)` in a
@@ -178,9 +209,9 @@ def run_simulation(
     Call it from a plain (not async) test function: it runs its own loop.
     """
     name = getattr(test, "__qualname__", "test")
-    extra = f", skew={skew}" if skew else ""
+    extra = (f", skew={skew}" if skew else "") + (f", drift={drift}" if drift else "")
     replay = f"zmesh.testing.run_simulation({name}, n={n}, seed={seed}{extra})"
-    return simulate(test, n=n, seed=seed, skew=skew, replay=replay, **node_options)
+    return simulate(test, n=n, seed=seed, skew=skew, drift=drift, replay=replay, **node_options)
 
 
 def simulate(
@@ -190,6 +221,7 @@ def simulate(
     seed: int,
     replay: str,
     skew: float = 0.0,
+    drift: float = 0.0,
     **node_options: Any,
 ) -> T:
     """`run_simulation`, with the replay line a failure is noted with given by the caller."""
@@ -204,7 +236,7 @@ def simulate(
         )
 
     async def main() -> T:
-        async with Simulation(n, seed=seed, skew=skew, **node_options) as sim:
+        async with Simulation(n, seed=seed, skew=skew, drift=drift, **node_options) as sim:
             return await test(sim)
 
     loop = VirtualTimeLoop()
