@@ -7,6 +7,8 @@ acknowledged value of its key (or siblings including it), or a value written aft
 whose put was refused: nothing acknowledged is lost.
 
 Bounded for CI: 8 examples of at most 12 steps, no shrinking; about 10-40 s.
+The same machine also runs in deterministic simulation (the `Simulated` subclass at the
+end): the same nodes in virtual time, 100 examples of up to 30 steps in about 10 s.
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from zmesh import Unavailable
 from zmesh.runtime.kv import KV, Conflict
-from zmesh.testing import Cluster, wait_until
+from zmesh.testing import Cluster, Simulation, VirtualTimeLoop, wait_until
 
 NODES = ["n1", "n2", "n3", "n4"]
 KEYS = [f"k{i}" for i in range(8)]
 
 
 class KVUnderFaults(RuleBasedStateMachine):
+    def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
+        """The loop and the cluster: real sockets here, a simulation in the subclass."""
+        return asyncio.new_event_loop(), Cluster(4)
+
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.cluster = Cluster(4)
+        self.loop, self.cluster = self.make()
         self.run(self.cluster.__aenter__())
         self.dead: str | None = None
         self.stores: dict[str, KV] = {n: self.run(self.cluster[n].kv_open("s")) for n in NODES}
@@ -151,3 +156,20 @@ KVUnderFaults.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 test_kv_under_faults = pytest.mark.timeout(240)(KVUnderFaults.TestCase)
+
+
+class SimulatedKVUnderFaults(KVUnderFaults):
+    """The same rules and invariants on the same code in deterministic simulation: many
+    more examples and steps fit in the time, and a failing example replays exactly."""
+
+    def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
+        return VirtualTimeLoop(), Simulation(4)
+
+
+SimulatedKVUnderFaults.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+test_kv_under_faults_in_simulation = pytest.mark.timeout(240)(SimulatedKVUnderFaults.TestCase)

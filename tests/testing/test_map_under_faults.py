@@ -3,6 +3,8 @@ partitions, heals, kills and restarts; after every settle each connected group's
 replicas of the map are equal, and every value seen was written by some put.
 
 Bounded for CI: 6 examples of at most 12 steps, no shrinking; about 10-40 s.
+The same machine also runs in deterministic simulation (the `Simulated` subclass at the
+end): the same nodes in virtual time, 100 examples of up to 30 steps in about 10 s.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from zmesh.runtime.replicated_map import ReplicatedMap
-from zmesh.testing import Cluster, wait_until
+from zmesh.testing import Cluster, Simulation, VirtualTimeLoop, wait_until
 
 KEYS = ["a", "b", "c", 1, ("t", 2)]
 
 
 class MapUnderFaults(FaultRules, RuleBasedStateMachine):
+    def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
+        """The loop and the cluster: real sockets here, a simulation in the subclass."""
+        return asyncio.new_event_loop(), Cluster(3)
+
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.cluster = Cluster(3)
+        self.loop, self.cluster = self.make()
         self.run(self.cluster.__aenter__())
         self.maps: dict[str, ReplicatedMap] = {}
         for name in NODES:
@@ -108,3 +113,20 @@ MapUnderFaults.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 test_map_under_faults = pytest.mark.timeout(240)(MapUnderFaults.TestCase)
+
+
+class SimulatedMapUnderFaults(MapUnderFaults):
+    """The same rules and invariants on the same code in deterministic simulation: many
+    more examples and steps fit in the time, and a failing example replays exactly."""
+
+    def make(self) -> tuple[asyncio.AbstractEventLoop, Cluster]:
+        return VirtualTimeLoop(), Simulation(3)
+
+
+SimulatedMapUnderFaults.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+test_map_under_faults_in_simulation = pytest.mark.timeout(240)(SimulatedMapUnderFaults.TestCase)
