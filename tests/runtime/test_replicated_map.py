@@ -8,7 +8,9 @@ import asyncio
 
 import pytest
 
+import zmesh
 from zmesh import ConfigError, EncodeError, KeyTypeError, RemoteError
+from zmesh.core.crdt_wire import encode_state
 from zmesh.runtime.replicated_map import Change, ReplicatedMap
 from zmesh.testing import Cluster, wait_until
 
@@ -203,3 +205,54 @@ async def test_a_killed_node_s_digest_timer_stops(zmesh_cluster: Cluster) -> Non
     loop = asyncio.get_running_loop()
     await asyncio.sleep(2.2)  # more than two periods: at most one tick ran after the kill
     assert router._timer.when() < loop.time()  # it did not schedule another
+
+
+@pytest.mark.zmesh_nodes(5)
+async def test_a_heal_exchanging_states_of_many_chunks_loses_no_key(
+    zmesh_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several full states from one sender may be under way at once (hello, digest):
+    their chunks must not be mixed (a tail's context over another sync's entries
+    retired the keys it did not carry: 10,000 keys healed to 1,808)."""
+    monkeypatch.setattr("zmesh.runtime.replicated_map.CHUNK", 16)
+    monkeypatch.setattr("zmesh.runtime.map_router.DIGEST_EVERY", 0.02)  # states overlap
+    c = zmesh_cluster
+    maps = await open_all(c)
+    await c.partition(["n1", "n2"], ["n3", "n4", "n5"])
+    await c.settle()
+    for i in range(500):
+        maps[0].put(("a", i), i)
+        maps[2].put(("b", i), i)
+    await wait_until(lambda: len(maps[1]) == len(maps[4]) == 500, 5)
+    await c.heal()
+    await c.settle()
+    await wait_until(lambda: all(len(m) == 1000 for m in maps), 10, what="every key everywhere")
+    await asyncio.sleep(0.3)  # states still under way must not take any key away
+    assert all(len(m) == 1000 for m in maps) and equal(maps)
+
+
+async def test_interleaved_state_chunks_from_one_sender_are_kept_apart(
+    two_nodes: tuple[zmesh.Node, zmesh.Node],
+) -> None:
+    """A peer's chunks of two syncs, interleaved on the wire, make two whole states."""
+    a, b = two_nodes
+    ma, mb = await a.replicated_map("m"), await b.replicated_map("m")
+    await wait_until(lambda: ma.members() == ["b"] and mb.members() == ["a"], 5)
+    for i in range(6):
+        mb.put(i, i)
+    await wait_until(lambda: len(ma) == 6, 5)
+    wire = encode_state(mb._state)
+    entries, tail = wire[0], [wire[1], wire[2], wire[3], len(wire[0])]
+    dist = b._need_dist()
+    for body in (
+        ["m", 901, entries[:3], None],
+        ["m", 902, entries[:3], None],
+        ["m", 901, entries[3:], tail],
+        ["m", 902, entries[3:], tail],
+    ):
+        dist.cast("a", "map.state", body)
+    await wait_until(lambda: ma.stats["states_in"] >= 2 + 1, 5)
+    assert ma.to_dict() == {i: i for i in range(6)}
+    dist.cast("a", "map.state", ["m", 903, entries[3:], tail])  # its first chunk lost
+    await wait_until(lambda: ma.stats["states_incomplete"] == 1, 5)
+    assert ma.to_dict() == {i: i for i in range(6)}  # ignored, not joined

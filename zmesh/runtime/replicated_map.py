@@ -65,9 +65,16 @@ class ReplicatedMap:
         self._members: set[str] = set()
         self._watchers: list[asyncio.Queue[Change | None]] = []
         self._listeners: list[Callable[[Change], None]] = []
-        self._inbound: dict[str, tuple[int, list[Any]]] = {}  # chunked states by sender
+        self._inbound: dict[str, dict[int, list[Any]]] = {}  # sender -> sync -> entries
+        self._sending: dict[str, bool] = {}  # member -> another state asked for meanwhile
         self._closed = False
-        self.stats = {"deltas_out": 0, "deltas_in": 0, "states_out": 0, "states_in": 0}
+        self.stats = {
+            "deltas_out": 0,
+            "deltas_in": 0,
+            "states_out": 0,
+            "states_in": 0,
+            "states_incomplete": 0,
+        }
 
     # -- reads: the local replica -------------------------------------------------------------
 
@@ -219,40 +226,59 @@ class ReplicatedMap:
     def _send_state(self, member: str) -> None:
         """Send our full state to `member` in chunks (entries first, the context last),
         in the background: a snapshot taken now, one chunk per turn of the loop, so a
-        large map neither blocks the loop nor mixes entries and context of two times."""
-        self.stats["states_out"] += 1
-        wire = encode_state(self._state)  # builds new lists: a snapshot
-        self._router.spawn(self._send_chunks(member, wire))
+        large map neither blocks the loop nor mixes entries and context of two times.
+        One state per member at a time: one asked for meanwhile follows it."""
+        if member in self._sending:
+            self._sending[member] = True
+            return
+        self._sending[member] = False
+        self._router.spawn(self._send_states(member))
 
-    async def _send_chunks(self, member: str, wire: list[Any]) -> None:
-        entries = wire[0]
+    async def _send_states(self, member: str) -> None:
+        try:
+            again = True
+            while again and not self._closed:
+                self.stats["states_out"] += 1
+                if not await self._send_chunks(member, encode_state(self._state)):
+                    return  # it went down: it gets a fresh state when it comes back
+                again = self._sending.get(member, False)
+                self._sending[member] = False
+        finally:
+            self._sending.pop(member, None)
+
+    async def _send_chunks(self, member: str, wire: list[Any]) -> bool:
+        entries = wire[0]  # encode_state builds new lists: a snapshot
         sync = next(self._router.sync_ids)
         chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)] or [[]]
         for i, chunk in enumerate(chunks):
             if i:
                 await asyncio.sleep(0)
             last = i == len(chunks) - 1
-            tail = [wire[1], wire[2], wire[3]] if last else None
+            tail = [wire[1], wire[2], wire[3], len(entries)] if last else None
             if not self._router.cast(member, "map.state", [self.name, sync, chunk, tail]):
-                return  # it went down: it gets a fresh state when it comes back
+                return False
+        return True
 
     def _on_state(self, sender: str, sync: Any, chunk: Any, tail: Any) -> None:
         if type(sync) is not int or type(chunk) is not list:
             raise DataError(f"a map state chunk from {sender} is [name, sync, chunk, tail]")
-        current = self._inbound.get(sender)
-        if current is None or current[0] != sync:
-            current = (sync, [])
-            self._inbound[sender] = current
-        current[1].extend(chunk)
-        if len(current[1]) > MAX_STATE:
+        syncs = self._inbound.setdefault(sender, {})  # a sender's syncs may interleave
+        entries = syncs.setdefault(sync, [])
+        entries.extend(chunk)
+        if sum(len(e) for e in syncs.values()) > MAX_STATE:
             del self._inbound[sender]
             raise DataError(f"a map state from {sender} exceeds {MAX_STATE} entries")
         if tail is None:
             return
-        del self._inbound[sender]
-        if type(tail) is not list or len(tail) != 3:
-            raise DataError(f"a map state tail from {sender} is [vv, cloud, stamp]")
-        state = decode_state([current[1], tail[0], tail[1], tail[2], None])
+        del syncs[sync]
+        if not syncs:
+            del self._inbound[sender]
+        if type(tail) is not list or len(tail) != 4 or type(tail[3]) is not int:
+            raise DataError(f"a map state tail from {sender} is [vv, cloud, stamp, count]")
+        if len(entries) != tail[3]:  # chunks lost to a reconnection: its context would
+            self.stats["states_incomplete"] += 1  # retire the entries missing; the
+            return  # sender sends a state again (hello on reconnect, digest)
+        state = decode_state([entries, tail[0], tail[1], tail[2], None])
         self.stats["states_in"] += 1
         self._emit(self._state.join(state))
         if sender not in self._members:  # it has just opened the map: it needs ours too
