@@ -247,24 +247,24 @@ async def test_local_calls_leave_no_monitor_after_reply_timeout_death_and_cancel
     proc = node._procs[server.id]
     router = node._call_router()
     assert await node.call(server, "x") == "x"
-    assert not proc.watchers and not router._calls and not router.monitors
+    assert not proc.watchers and proc.callers == 0 and not router._calls and not router.monitors
     with pytest.raises(zmesh.CallTimeout):
         await node.call(server, "hold", timeout=0.05)
-    assert not proc.watchers and not router._calls
+    assert not proc.watchers and proc.callers == 0 and not router._calls
     assert await node.call(server, "release") == 1  # the late reply is dropped
     assert router.pending() == 0
     pending = asyncio.ensure_future(node.call(server, "hold", timeout=30))
-    await wait_until(lambda: bool(proc.watchers), 2)
+    await wait_until(lambda: proc.callers == 1, 2)
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await pending
-    assert not proc.watchers and not router._calls
+    assert not proc.watchers and proc.callers == 0 and not router._calls
     pending = asyncio.ensure_future(node.call(server, "hold", timeout=30))
-    await wait_until(lambda: bool(proc.watchers), 2)
+    await wait_until(lambda: proc.callers == 1, 2)
     node.exit(server, "kill")
     with pytest.raises(zmesh.CallError):
         await asyncio.wait_for(pending, 5)
-    assert not router._calls
+    assert not router._calls and proc.callers == 0
     with pytest.raises(zmesh.NoProc, match="does not exist"):
         await node.call(server, "x")
 

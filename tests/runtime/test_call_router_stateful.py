@@ -1,6 +1,7 @@
 """A RuleBasedStateMachine makes local calls with mixed timeouts, answers, cancels and
 kills servers at random, and checks the call router's bookkeeping against the calls
-still waiting: one entry and one watcher per waiting call, a timer armed no later than
+still waiting: one entry per waiting call and a count of them on its server (the
+implicit monitor, no watcher entry), a timer armed no later than
 the earliest deadline (1 ms when deadlines come out of order), and nothing left once
 every call has ended.
 
@@ -88,19 +89,17 @@ class CallRouterMachine(RuleBasedStateMachine):
         self.run(asyncio.sleep(seconds))
 
     @invariant()
-    def one_entry_and_one_watcher_per_waiting_call(self) -> None:
+    def one_entry_and_one_implicit_monitor_per_waiting_call(self) -> None:
         router = self.node._call_router()
         # An entry leaves when its call is answered, fails or times out, in the same
         # step as its future is resolved; the task itself may resume a step later.
         assert all(not entry[0].done() for entry in router._calls.values())
         assert len(router._calls) <= sum(not c.done() for c in self.calls)
-        watched = {}
         for pid in self.servers:
             proc = self.node._procs.get(pid.id)
-            if proc is not None and proc.watchers:
-                watched.update(proc.watchers)
-        assert set(watched) == {entry[4] for entry in router._calls.values()}
-        assert all(w == router.pid for w in watched.values())
+            if proc is not None:
+                waiting = sum(entry[2] is proc for entry in router._calls.values())
+                assert proc.callers == waiting and not proc.watchers
 
     @invariant()
     def a_timer_covers_the_earliest_deadline(self) -> None:
@@ -128,7 +127,7 @@ class CallRouterMachine(RuleBasedStateMachine):
         assert not router._calls
         for pid in self.servers:
             proc = self.node._procs.get(pid.id)
-            assert proc is None or not proc.watchers
+            assert proc is None or (not proc.watchers and proc.callers == 0)
         self.run(self.node.stop())
         self.loop.close()
 

@@ -8,7 +8,7 @@ services.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zmesh.errors import CallError, CallTimeout, ConfigError, NameTaken, NoProc
@@ -34,6 +34,7 @@ class Behaviours:
     system_pid: Pid
     _loop: asyncio.AbstractEventLoop
     _svc: Services | None
+    _calls: gen_server.CallRouter | None
 
     if TYPE_CHECKING:
 
@@ -110,13 +111,22 @@ class Behaviours:
                 raise CallTimeout(f"{name!r} was registered but is not visible here yet")
             await asyncio.sleep(0.001)
 
-    async def call(self, target: Pid | str, request: Any, *, timeout: float | None = None) -> Any:
-        """Call a GenServer (a pid or a global name) and return its reply.
+    def call(
+        self, target: Pid | str, request: Any, *, timeout: float | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Call a GenServer (a pid or a global name) and return its reply (awaited).
 
         Raises CallTimeout (a TimeoutError) after `timeout`, NoProc if the target does
         not exist or its node is lost, CallError (a NoProc) if it exits during the call.
         """
         timeout = self.config.call_timeout if timeout is None else timeout
+        router = self._calls
+        if type(target) is Pid and router is not None and router._exit_reason is None:
+            # The usual case: the router's coroutine itself, one coroutine per call.
+            return router.call(target, request, timeout)
+        return self._call(target, request, timeout)
+
+    async def _call(self, target: Pid | str, request: Any, timeout: float) -> Any:
         svc = self._svc
         if type(target) is str and svc is not None and not svc.ready(target):
             # A service that is moving or restarting answers once it is back.
@@ -244,16 +254,25 @@ class Behaviours:
         return rows
 
 
-async def _named_server(
+def _named_server(
     proc: Process, cls: type[GenServer], args: list[Any], starter: Pid, name: str | None
+) -> Coroutine[Any, Any, None]:
+    """The server's coroutine: the GenServer engine itself when there is no name (no
+    frame between the task and the engine), else register `name` first."""
+    if name is None:
+        return gen_server.serve(proc, cls, args, starter)
+    return _register_then_serve(proc, cls, args, starter, name)
+
+
+async def _register_then_serve(
+    proc: Process, cls: type[GenServer], args: list[Any], starter: Pid, name: str
 ) -> None:
-    """Register `name` (if any), then run the GenServer engine."""
-    if name is not None:
-        node = proc.node
-        if not await node.register(name, proc.pid):
-            owner = node.whereis(name)
-            node.send(starter, ("$gen_init", proc.pid, False, ("name_taken", name, owner)))
-            return
+    """Register `name`, then run the GenServer engine."""
+    node = proc.node
+    if not await node.register(name, proc.pid):
+        owner = node.whereis(name)
+        node.send(starter, ("$gen_init", proc.pid, False, ("name_taken", name, owner)))
+        return
     await gen_server.serve(proc, cls, args, starter)
 
 

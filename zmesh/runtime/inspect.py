@@ -75,7 +75,7 @@ class Inspector:
         self._task = asyncio.get_running_loop().create_task(self._probe())
         if node.address is not None:
             self._unsubscribe = node.subscribe_nodes(self._on_node_event)
-        node._call_observer = self.call_histogram.observe
+        node._call_latency = self.call_histogram
         if node.config.metrics_port is not None:
             from zmesh.runtime.metrics import serve_metrics
 
@@ -87,7 +87,7 @@ class Inspector:
 
     async def stop(self) -> None:
         """Stop everything `start` started; idempotent."""
-        self.node._call_observer = None
+        self.node._call_latency = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

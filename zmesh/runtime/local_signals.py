@@ -15,6 +15,7 @@ from zmesh.terms import KILL, KILLED, NOPROC, NORMAL, Exit, Pid, Ref
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
+    from zmesh.runtime.gen_server import CallRouter
     from zmesh.runtime.process import Process
 
 log = logging.getLogger("zmesh.node")
@@ -28,6 +29,7 @@ class Signals:
     _dist: Distribution | None
     _procs: dict[int, Process]
     _exit_hooks: list[Callable[[Pid, object], None]]
+    _calls: CallRouter | None
 
     if TYPE_CHECKING:
 
@@ -99,6 +101,10 @@ class Signals:
         if proc.watchers:
             for ref, watcher in proc.watchers.items():
                 self._deliver_down(watcher, ref, pid, reason)
+        if proc.callers:
+            router = self._calls
+            if router is not None:
+                router.server_exited(proc, reason)
         for hook in self._exit_hooks:
             try:
                 hook(pid, reason)

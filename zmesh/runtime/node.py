@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from zmesh.runtime.curve import Curve
     from zmesh.runtime.dist import Distribution
     from zmesh.runtime.groups import Groups
+    from zmesh.runtime.inspect import Histogram
     from zmesh.runtime.live_ring import LiveRing
     from zmesh.runtime.registry import Registry
     from zmesh.runtime.services import Services
@@ -133,7 +134,7 @@ class Node(Signals, Behaviours, DataMixin):
         self._gc_owner = False
         self._services: list[Any] = []  # subsystems with `async stop()`, stopped in reverse
         self._calls: gen_server.CallRouter | None = None  # made by the first call
-        self._call_observer: Callable[[float], None] | None = None  # call latency, seconds
+        self._call_latency: Histogram | None = None  # of calls made here, seconds
         self._inspector: Inspector | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment] # set by boot()
 

@@ -29,6 +29,7 @@ class Process:
         "_mailbox",
         "_task",
         "_waiter",
+        "callers",
         "links",
         "monitors",
         "node",
@@ -51,6 +52,9 @@ class Process:
         self.links: set[Pid] | None = None
         self.monitors: dict[Ref, Pid] | None = None  # monitors this process holds
         self.watchers: dict[Ref, Pid] | None = None  # monitors held on this process
+        #: Local calls waiting for this process's reply (each an implicit monitor that
+        #: the node's call router keeps: see `CallRouter.server_exited`).
+        self.callers = 0
 
     def __call__(self, task: asyncio.Task[Any]) -> None:
         # The process is its own task's done-callback: no closure allocated per spawn.
