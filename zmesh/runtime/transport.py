@@ -24,6 +24,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from zmesh.core.protocol import frame
+from zmesh.core.spin import SpinBackoff
 from zmesh.errors import ConfigError, QueueFull
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.curve import ZAP_DOMAIN, AllowList, KeyPair, ZapHandler
@@ -118,6 +119,14 @@ class ZmqTransport:
         self._dirty: list[ZmqLink] = []
         self._flush_scheduled = False
         self._drain_scheduled = False
+        # Busy-polling for an answer after a lone frame left (see `spin`).
+        self._spin_for = config.busy_poll
+        self._spin_backoff = SpinBackoff()
+        self._spinning = False
+        self._spin_until = 0.0  # 0.0 once a frame came
+        #: Spins started, and those that caught a frame (inspection, tests).
+        self.spins = 0
+        self.spins_caught = 0
         # Advanced by every read and every flush: a link sends one urgent frame at once
         # per epoch (see ZmqLink.enqueue).
         self._epoch = 0
@@ -200,6 +209,8 @@ class ZmqTransport:
             except zmq.ZMQError as exc:
                 log.warning("router receive failed: %s", exc)
                 return
+            if self._spin_until:
+                self._caught()
             try:
                 on_frame(identity, parts, user)
             except Exception:
@@ -211,6 +222,41 @@ class ZmqTransport:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
+
+    def spin(self) -> None:
+        """A lone frame just left: poll the ROUTER for up to `NodeConfig.busy_poll`
+        seconds, once per loop iteration, for its answer (see zmesh/core/spin.py).
+
+        The poll is a callback that queues itself again, so the selector does not sleep
+        meanwhile and every other ready callback still runs between two polls."""
+        if self._spin_for is None or not self._spin_backoff.should_spin():
+            return
+        self._spin_until = self._loop.time() + self._spin_for
+        if not self._spinning:
+            self._spinning = True
+            self.spins += 1
+            self._loop.call_soon(self._spin)
+
+    def _caught(self) -> None:
+        """A frame came while spinning: the spin paid (its next poll ends it)."""
+        self._spin_until = 0.0
+        self.spins_caught += 1
+        self._spin_backoff.caught()
+
+    def _spin(self) -> None:
+        router = self._router
+        if not self._spin_until or router is None or self._paused:
+            self._spinning = False  # a frame came (read by `_drain`), or nothing to poll
+            self._spin_until = 0.0
+        elif router.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
+            self._drain()  # counts the catch
+            self._spinning = False
+        elif self._loop.time() < self._spin_until:
+            self._loop.call_soon(self._spin)
+        else:
+            self._spinning = False
+            self._spin_until = 0.0
+            self._spin_backoff.missed()
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -368,6 +414,7 @@ class ZmqLink:
                     self._queued -= self._outbox_bytes
                     self._outbox = []
                     self._outbox_bytes = 0
+                transport.spin()  # its answer is likely on the way
                 return
         if not self._dirty:
             self._dirty = True
