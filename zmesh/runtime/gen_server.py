@@ -69,6 +69,15 @@ _set_ref_id: Final = Ref.__dict__["id"].__set__
 _set_ref_creation: Final = Ref.__dict__["creation"].__set__
 
 
+def new_ref(node: str, ref_id: int, creation: int) -> Ref:
+    """`Ref(node, ref_id, creation)` at about half the cost (once per call on both sides)."""
+    ref = _new_ref(Ref)
+    _set_ref_node(ref, node)
+    _set_ref_id(ref, ref_id)
+    _set_ref_creation(ref, creation)
+    return ref  # type: ignore[no-any-return]
+
+
 class _Stop(Exception):
     def __init__(self, reason: object) -> None:
         self.reason = reason
@@ -342,10 +351,10 @@ class CallRouter(Process):
         if entry is None:
             return
         server = entry[2]
-        if type(server) is Pid:
-            self._forget(entry, via)
-        else:
+        if type(server) is not Pid:
             server.callers -= 1  # type: ignore[union-attr]
+        elif via != server.node:  # a reply from the server's node ended its monitor there
+            self._forget(entry, via)
         waiting = entry[0]
         if not waiting.done():
             waiting.set_result(value)

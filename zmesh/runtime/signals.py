@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from zmesh.core.protocol import Kind, call_envelope, check_type, reply_envelope, send_envelope
 from zmesh.errors import DecodeError
-from zmesh.runtime.gen_server import CALL
+from zmesh.runtime.gen_server import CALL, new_ref
 from zmesh.runtime.membership import Peer
 from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref, crash_reason
 
@@ -282,7 +282,7 @@ class Signals:
             if len(cross.pids) >= _PID_CACHE:
                 cross.pids.clear()
             caller = cross.pids[caller_id] = Pid(peer.name, caller_id, peer.creation)
-        ref = Ref(peer.name, ref_id, peer.creation)
+        ref = new_ref(peer.name, ref_id, peer.creation)
         node = self._node
         proc = node._procs.get(pid_id) if creation == node.creation else None
         if proc is None:
@@ -306,7 +306,8 @@ class Signals:
 
     def on_call_reply(self, peer: Peer, env: list[Any]) -> None:
         _, pid_id, creation, ref_id, payload = env
-        check_type(ref_id, int)
+        if type(ref_id) is not int:
+            check_type(ref_id, int)  # raises
         peer.messages_in += 1
         node = self._node
         if creation != node.creation:
