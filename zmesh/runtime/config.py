@@ -55,9 +55,10 @@ class NodeConfig:
     hwm: int = 10_000
     #: After a frame leaves on its own (a call, a reply, a message on an idle link), the
     #: node polls its socket this long for the answer instead of sleeping in the selector
-    #: (a wake-up saved per hop on an idle machine: remote call 1.95x -> 1.21x raw pyzmq).
+    #: (a wake-up saved per hop on an idle machine: remote call 1.5x -> 1.1x raw pyzmq;
+    #: a round trip on loopback takes 130-190 us, so a shorter spin mostly misses).
     #: Spins that catch nothing back off (zmesh/core/spin.py). None never spins.
-    busy_poll: float | None = 100e-6
+    busy_poll: float | None = 300e-6
     #: Default timeout of `call`, `spawn_remote` and `start(on=...)`.
     call_timeout: float = 5.0
     #: Default timeout of requests between nodes (registry, remote start).

@@ -252,6 +252,8 @@ class ZmqTransport:
             self._drain()  # counts the catch
             self._spinning = False
         elif self._loop.time() < self._spin_until:
+            # No sched_yield here: on a loaded machine it made the round trip slower (181
+            # against 150 us), not faster.
             self._loop.call_soon(self._spin)
         else:
             self._spinning = False
