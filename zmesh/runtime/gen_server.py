@@ -75,7 +75,7 @@ def new_ref(node: str, ref_id: int, creation: int) -> Ref:
     _set_ref_node(ref, node)
     _set_ref_id(ref, ref_id)
     _set_ref_creation(ref, creation)
-    return ref  # type: ignore[no-any-return]
+    return ref
 
 
 class _Stop(Exception):
