@@ -112,6 +112,40 @@ async def test_links_and_monitors_fire_noconnection_when_a_node_leaves() -> None
         assert events == [("down", "leave")]
 
 
+async def test_a_leaving_node_closes_its_sockets_once_its_peers_answered_its_goodbye() -> None:
+    """Each peer answers BYE with its own, having read everything sent before it; the
+    leaver closes only then, so no peer sees the connection drop first (which would
+    count as a crash, and refuse the leaver's last frames as from a stranger)."""
+    async with Node("p1", cookie=COOKIE) as p1, Node("p2", cookie=COOKIE) as p2:
+        await p2.connect(p1.address)  # type: ignore[arg-type]
+        leaving = Node("leave", cookie=COOKIE)
+        await leaving.boot()
+        await leaving.connect(p1.address)  # type: ignore[arg-type]
+        await wait_until(lambda: sorted(leaving.nodes()) == ["p1", "p2"], 5)
+        await leaving.stop()
+        assert leaving.stats().get("byes_unanswered", 0) == 0
+        for peer in (p1, p2):
+            await wait_until(
+                lambda peer=peer: peer.nodes() == [p.name for p in (p1, p2) if p is not peer], 2
+            )
+            stats = peer.stats()
+            assert stats.get("connections_lost", 0) == 0, stats
+            assert stats.get("unauthenticated", 0) == 0, stats
+
+
+async def test_a_goodbye_to_a_paused_peer_goes_unanswered_and_costs_a_bounded_wait() -> None:
+    async with Node("quiet", cookie=COOKIE, config=FAST_HEARTBEAT) as quiet:
+        leaving = Node("leave", cookie=COOKIE, config=FAST_HEARTBEAT)
+        await leaving.boot()
+        await leaving.connect(quiet.address)  # type: ignore[arg-type]
+        assert quiet._dist is not None
+        quiet._dist.pause()
+        await asyncio.wait_for(leaving.stop(), 2)
+        assert leaving.stats()["byes_unanswered"] == 1
+        quiet._dist.resume()
+        await wait_until(lambda: quiet.nodes() == [], 2)
+
+
 async def test_wrong_cookie_is_refused_with_a_clear_error() -> None:
     async with Node("a", cookie="one") as a, Node("b", cookie="two") as b:
         with pytest.raises(zmesh.ConnectError, match="cookie"):

@@ -289,6 +289,23 @@ def test_drifting_clocks_still_agree_on_one_owner_per_name() -> None:
     assert len(owners) == 1 and None not in owners
 
 
+def test_a_leaving_node_is_seen_leaving_not_crashing() -> None:
+    """The leaver's connections to its peers are not the ones it sends on, and their
+    drop is noticed in less time than a frame's flight: the leaver must wait for its
+    peers to answer its BYE before it closes, or they count a lost connection and
+    refuse its last frames (service hand-offs, the BYE) as from a stranger."""
+
+    async def scenario(sim: Simulation) -> list[dict[str, int]]:
+        await sim.leave("n2")
+        await asyncio.sleep(1.0)
+        return [sim[n].stats() for n in ("n1", "n3")]
+
+    for stats in run_simulation(scenario, n=3):
+        assert stats.get("connections_lost", 0) == 0, stats
+        assert stats.get("unauthenticated", 0) == 0, stats
+        assert stats["peers"] == 1
+
+
 # -- determinism -----------------------------------------------------------------------------
 
 

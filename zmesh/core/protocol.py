@@ -40,7 +40,7 @@ class Kind(IntEnum):
     WELCOME = 4  # [WELCOME]
     REFUSE = 5  # [REFUSE, nonce, reason_code, text]
     HEARTBEAT = 6  # [HEARTBEAT]
-    BYE = 7  # [BYE]
+    BYE = 7  # [BYE]: leaving; a peer that is not leaving too answers with its own BYE
     PEERS = 8  # [PEERS, [[name, address], ...]]: visible nodes to connect to
     SEQ = 9  # [SEQ, n]: first in every frame; n counts the link's frames from 0
     SEND = 10  # [SEND, dest_id, dest_creation, payload_bytes]

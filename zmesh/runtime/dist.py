@@ -189,13 +189,12 @@ class Distribution:
         return task
 
     async def leave(self) -> None:
-        """Tell every peer we are going, so they see us down at once."""
-        for peer in list(self.sessions.values()):
-            if peer.up:
-                self.emit(peer, Kind.BYE)
-        self._membership.stop_seeding()
+        """Tell every peer we are going, so they see us down at once, and wait for their
+        answers (see `Membership.say_goodbye`)."""
+        self._membership.say_goodbye()
         # Peers forget us on BYE: what our processes' exits would announce is moot.
         self._left = True
+        await self._membership.goodbyes_answered()
 
     async def close(self, linger: float = 0.2) -> None:
         for task in list(self._tasks):

@@ -16,6 +16,7 @@ the cluster, and tell it again of each visible node that joins later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -39,6 +40,9 @@ log = logging.getLogger("zmesh.dist")
 
 NodeListener = Callable[[str, str], None]  # (event "up" | "down", node name)
 _CUT_OFF_LINGER = 0.5  # seconds a BYE to a peer we cut off may take to leave
+#: How long a leaving node waits for its peers to answer its BYE (a dead or paused
+#: peer, or one that is leaving too, costs at most this).
+BYE_WAIT = 0.25
 
 
 @dataclass(eq=False)
@@ -78,6 +82,8 @@ class Membership:
         self.paused = False
         self.seeding = True  # discovery loops join what they find while this holds
         self._peer_lost = asyncio.Event()  # wakes the seed loop while every seed is up
+        self._byes_awaited: set[str] = set()  # peers yet to answer our BYE (leaving)
+        self._byes_answered = asyncio.Event()
 
     def start(self, seeds: Sequence[str], discovery: Sequence[Strategy] = ()) -> None:
         self._seeds = []
@@ -228,7 +234,39 @@ class Membership:
             dist._handshake.pin(address, name)
             dist._handshake.start_connect(address)
 
+    def say_goodbye(self) -> None:
+        """Send every up peer a BYE and stop joining seeds (the node is leaving)."""
+        dist = self._dist
+        up = [peer for peer in dist.sessions.values() if peer.up]
+        for peer in up:
+            dist.emit(peer, Kind.BYE)
+        self.stop_seeding()
+        self._byes_awaited = {peer.name for peer in up}
+        self._byes_answered.clear()
+
+    async def goodbyes_answered(self, timeout: float = BYE_WAIT) -> None:
+        """Wait (at most `timeout`) until every peer told BYE has answered with its own.
+        A leaving node closes its sockets only then: a peer's connection to us is not
+        the one we send on, and its drop could otherwise be seen before the last frames
+        we sent (service hand-offs, the BYE itself) were read."""
+        if self._byes_awaited:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._byes_answered.wait(), timeout)
+            if self._byes_awaited:
+                self._dist.counters["byes_unanswered"] += len(self._byes_awaited)
+
     def on_bye(self, peer: Peer, env: list[Any]) -> None:
+        dist = self._dist
+        if dist._left:
+            # The answer to our BYE (or the peer leaves too): it has read all we sent.
+            # The session stays until `close`, which ends every session quietly.
+            self._byes_awaited.discard(peer.name)
+            if not self._byes_awaited:
+                self._byes_answered.set()
+            return
+        # Answer, so the leaver knows we read everything it sent before its goodbye.
+        dist.emit(peer, Kind.BYE)
+        peer.link.close(_CUT_OFF_LINGER)
         self.forget(peer, NOCONNECTION)
 
     # -- timers ---------------------------------------------------------------------------------

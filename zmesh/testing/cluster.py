@@ -118,6 +118,9 @@ class Cluster:
         self._killed: set[str] = set()
         self._paused: set[str] = set()
         self._left: set[str] = set()  # stopped gracefully (a subset of _killed)
+        # Left, then restarted where it reaches no live node: still gone for the others
+        # (none has seen it back) until it shares a group with one of them.
+        self._unseen: set[str] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -184,7 +187,10 @@ class Cluster:
         self.addresses[name] = node.address
         self._nodes[name] = node
         self._killed.discard(name)
-        self._left.discard(name)
+        if name in self._left:
+            self._left.discard(name)
+            if not self.expected_view(name):
+                self._unseen.add(name)
         self._paused.discard(name)
         return node
 
@@ -478,8 +484,12 @@ class Cluster:
         the name on every node of the group; a `quorum` spec has none in a group without
         a strict majority of the members not stopped gracefully. Empty when settled."""
         problems: list[str] = []
-        known = len(self._names) - len(self._left)
-        for group in self.groups():
+        groups = self.groups()
+        for group in groups:
+            if len(group) > 1:
+                self._unseen.difference_update(group)
+        known = len(self._names) - len(self._left) - len(self._unseen)
+        for group in groups:
             nodes = [self._nodes[n] for n in group]
             tables = {n.name: [s.name for s in n._need_services().table.specs()] for n in nodes}
             names = tables[group[0]]

@@ -265,8 +265,11 @@ class SimLink:
         """Nothing to poll: losses are reported as they happen."""
 
     def close(self, linger: float = 0.0) -> None:
+        """Close the link; with `linger`, what is queued still leaves (as ZeroMQ's)."""
         if self.closed:
             return
+        if linger and not self._transport._paused:
+            self._flush(self._loop.time())
         self.closed = True
         self._outbox.clear()
         self._pending.clear()
