@@ -139,6 +139,11 @@ class Siblings:
 
     def _prune(self) -> None:
         items = self._items
+        if len(items) == 1:  # the common case: one write, pruned only by its own context
+            (only,) = items.values()
+            if only.context and _covers(dict(only.context), only.dot):
+                items.clear()
+            return
         contexts = [s.context_vv() for s in items.values()]
         dead = [dot for dot in items if any(_covers(c, dot) for c in contexts)]
         for dot in dead:

@@ -11,11 +11,16 @@
   coordinator has seen; it writes to every target and returns once `w` have
   applied it (Unavailable otherwise). A down primary's share goes to the next
   node round the ring as a hint, delivered when the primary returns.
-- ``await kv.get(key, r=2)``: asks every reachable target, waits for all of them
-  (at least `r`, Unavailable otherwise), merges their sibling sets, and repairs
-  any replica that was behind (read repair, in the background). Waiting for every
-  reachable target, not the first `r`, is what makes a read after an acknowledged
-  write (``w + r > n``) return it even while ``n - w`` replicas are lost.
+- ``await kv.get(key, r=2)``: reads `r` replicas (this node's own replica without a
+  message when it is one, then the primaries) and returns the merge of their sibling
+  sets; the other targets are asked too when a primary is down (its fallback stands
+  in), when an asked replica is lost, or after `READ_SPARE_AFTER` without the
+  answers. A replica that answered behind the merge is repaired in the background
+  (read repair). With ``w + r > n`` the `r` replicas read overlap the `w` that
+  acknowledged a write, so a read after an acknowledged write returns it while at
+  most ``n - w`` replicas are lost.
+- Every read, write, forwarded put and answer between two nodes in one turn of the
+  loop travels as one ``kv.batch`` envelope (`kv_batch`).
 - Concurrent writes are kept as siblings (dotted version vectors); `get` returns
   `resolve(values)` when the store has a resolver, else a `Conflict`. `fetch`
   returns every sibling and the context to write back with.
@@ -34,7 +39,8 @@ from zmesh.core.kv_wire import decode_siblings, encode_sibling, encode_siblings
 from zmesh.core.ring import Key
 from zmesh.core.version_vector import TOMBSTONE, Sibling, Siblings, VersionVector
 from zmesh.errors import ConfigError, DataError, Unavailable, ZmeshError
-from zmesh.runtime.kv_gather import Fanout
+from zmesh.runtime.kv_batch import Outbox
+from zmesh.runtime.kv_gather import Fanout, Gather
 from zmesh.runtime.kv_vnodes import Vnodes, live_keys
 
 if TYPE_CHECKING:
@@ -43,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["KV", "Conflict", "Versioned"]
 
 _ABSENT = object()
+
+#: Seconds a read waits for the replicas it asked before it asks the others too.
+READ_SPARE_AFTER = 0.05
 
 
 class Versioned(NamedTuple):
@@ -82,6 +91,7 @@ class KV:
         self.vnodes = Vnodes(self._node, name, n, partitions)
         self._writer = f"{self._node.name}#{self._node.creation}"
         self.fanout = Fanout()
+        self.outbox = Outbox(self.vnodes)
 
     # -- placement ----------------------------------------------------------------
 
@@ -92,9 +102,6 @@ class KV:
     def members(self) -> list[str]:
         """Every node that opened this store and has not left, this one included."""
         return sorted(self.vnodes.known)
-
-    def _targets(self, key: Key) -> list[Target]:
-        return self.vnodes.targets(self.vnodes.partition(key))
 
     def _check(self, what: str, value: object) -> int:
         if type(value) is not int or not 1 <= value <= self.n:
@@ -141,60 +148,138 @@ class KV:
             dist.codec.encode(value)  # EncodeError here, not on a replica
         if context is not None:
             context = _check_context(context)
-        targets = self._targets(key)
+        part = self.vnodes.partition(key)
+        targets = self.vnodes.targets(part)
         if not targets:  # pragma: no cover - this node is always up and a member
             raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
         me = self._node.name  # a target coordinates itself; else the first target does
-        coordinator = me if any(t.node == me for t in targets) else targets[0].node
-        if coordinator != self._node.name:
-            deleted = value is TOMBSTONE
-            body = [key, None if deleted else value, deleted, _wire_context(context), w, timeout]
-            try:
-                await self.vnodes.request(coordinator, "kv.put", body, timeout + 1.0)
-            except DataError:
-                raise
-            except ZmeshError as exc:
-                if isinstance(exc, Unavailable):
-                    raise
-                raise Unavailable(f"store {self.name!r}: coordinator {coordinator} failed: "
-                                  f"{exc}") from None  # fmt: skip
+        if any(t.node == me for t in targets):
+            await self.coordinate(key, value, w, context, timeout, part)
+        else:
+            await self._forward(targets[0].node, key, value, w, context, timeout)
+
+    async def _forward(
+        self,
+        coordinator: str,
+        key: Key,
+        value: Any,
+        w: int,
+        context: VersionVector | None,
+        timeout: float,
+    ) -> None:
+        """Have `coordinator` (a target of `key`) number and replicate the write."""
+        result: list[Any] = []
+
+        def on_answer(node: str, answer: Any) -> bool:
+            result.append(answer)
+            return True
+
+        g = self.fanout.start({coordinator}, on_answer, timeout + 1.0)
+        deleted = value is TOMBSTONE
+        wire_value = None if deleted else value
+        item = ["p", g.op, key, wire_value, deleted, _wire_context(context), w, timeout]
+        self.outbox.add(coordinator, item)
+        try:
+            await g.future
+        finally:
+            g.end()
+        answer = result[0] if result else None
+        if type(answer) is int and answer >= w:
             return
-        await self.coordinate(key, value, w, context, timeout)
+        if type(answer) is str:
+            raise Unavailable(answer)
+        if result:
+            self.vnodes.refuse(f"put answer from {coordinator}: {answer!r}")
+        raise Unavailable(f"store {self.name!r}: coordinator {coordinator} failed for {key!r}")
 
     async def coordinate(
-        self, key: Key, value: Any, w: int, context: VersionVector | None, timeout: float
+        self,
+        key: Key,
+        value: Any,
+        w: int,
+        context: VersionVector | None,
+        timeout: float,
+        part: int | None = None,
     ) -> int:
         """Number the write, apply it here and send it to every other target; return
         the acknowledgements once there are `w` (Unavailable if there never are)."""
+        write = self._start_write(key, value, w, context, timeout, part)
+        if write.gather is not None:
+            try:
+                await write.gather.future
+            finally:
+                write.gather.end()
+        outcome = write.outcome()
+        if isinstance(outcome, str):
+            raise Unavailable(outcome)
+        return outcome
+
+    def write_then(
+        self,
+        key: Key,
+        value: Any,
+        w: int,
+        context: VersionVector | None,
+        timeout: float,
+        done: Callable[[int | str], None],
+    ) -> None:
+        """`coordinate` without a task: `done(acks)` once `w` acknowledged the write,
+        else `done(reason)`."""
+        write = self._start_write(key, value, w, context, timeout, None)
+        g = write.gather
+        if g is None:
+            done(write.outcome())
+            return
+
+        def finished(_: object) -> None:
+            assert g is not None
+            g.end()
+            done(write.outcome())
+
+        g.future.add_done_callback(finished)
+
+    def _start_write(
+        self,
+        key: Key,
+        value: Any,
+        w: int,
+        context: VersionVector | None,
+        timeout: float,
+        part: int | None,
+    ) -> _Write:
         v = self.vnodes
-        targets = self._targets(key)
+        if part is None:
+            part = v.partition(key)
+        targets = v.targets(part)
         if context is None:
-            context = v.local_view(key).context()
+            context = v.local_view(key, part).context()
         sibling = Sibling(self._next_dot(context), tuple(sorted(context.items())), value)
         me = self._node.name
-        wire = encode_sibling(sibling)
-        acks = 0
-        remote: dict[str, str | None] = {}
+        write = _Write(self.name, key, w, len(targets))
+        remote = []
         for target in targets:
             if target.node == me:
-                v.apply(key, sibling, target.hint_for)
-                acks += 1
+                v.apply(key, sibling, target.hint_for, part)
+                write.acks += 1
             else:
-                remote[target.node] = target.hint_for
+                remote.append(target)
+        if not remote:
+            return write
+        if write.acks < w:
 
-        def send(op: int) -> None:
-            for node, hint in remote.items():
-                v.cast(node, "kv.write", [op, key, wire, hint])
+            def on_answer(node: str, answer: Any) -> bool:
+                if answer is True:
+                    write.acks += 1
+                else:
+                    v.refuse(f"write answer from {node}: {answer!r}")
+                return write.acks >= w
 
-        need = max(0, w - acks)
-        answers = await self.fanout.gather(send, set(remote), need, timeout) if remote else []
-        acks += len(answers)
-        if acks < w:
-            raise Unavailable(
-                f"store {self.name!r}: {acks} of {len(targets)} replicas acknowledged "
-                f"{key!r}, w={w}"
-            )
-        return acks
+            write.gather = self.fanout.start({t.node for t in remote}, on_answer, timeout)
+        op = 0 if write.gather is None else write.gather.op  # 0: nobody waits for acks
+        wire = encode_sibling(sibling)
+        for target in remote:
+            self.outbox.add(target.node, ["w", op, key, wire, target.hint_for])
+        return write
 
     def _next_dot(self, context: VersionVector) -> tuple[str, int]:
         """A dot no write of this node's incarnation has used: the count lives in the
@@ -230,47 +315,69 @@ class KV:
         return Conflict(values, merged.context())
 
     async def _read(self, key: Key, r: int, timeout: float | None) -> Siblings:
+        """Read `r` replicas (this node's first when it is one, then the primaries)
+        and return the merge of their answers. The other targets are asked too when
+        one is down (fallbacks stand in), when an asked one is lost, or when the
+        answers are not all in after `READ_SPARE_AFTER`; every replica that answered
+        behind the merge of all answers is repaired (read repair)."""
         check_key(key)
         self._check("r", r)
         timeout = self.timeout if timeout is None else timeout
         v = self.vnodes
-        targets = self._targets(key)
+        part = v.partition(key)
+        targets = v.targets(part)
         me = self._node.name
         answers: list[tuple[Target, Siblings]] = []
         remote: dict[str, Target] = {}
         for target in targets:
             if target.node == me:
-                answers.append((target, v.held(key, target.hint_for)))
+                answers.append((target, v.held(key, target.hint_for, part)))
             else:
                 remote[target.node] = target
+        if not remote:
+            self._repair(key, answers)
+        else:
 
-        def send(op: int) -> None:
-            for node, target in remote.items():
-                v.cast(node, "kv.read", [op, key, target.hint_for])
-
-        if remote:
-            for node, payload in await self.fanout.gather(send, set(remote), None, timeout):
+            def on_answer(node: str, payload: Any) -> bool:
                 try:
                     answers.append((remote[node], decode_siblings(payload)))
                 except DataError as exc:
-                    v.refuse(f"kv.read answer from {node}: {exc}")
+                    v.refuse(f"read answer from {node}: {exc}")
+                return len(answers) >= r
+
+            def ask(node: str) -> None:
+                self.outbox.add(node, ["r", g.op, key, remote[node].hint_for])
+
+            nodes = list(remote)  # primaries first, as in `targets`
+            degraded = len(targets) < self.n or any(t.hint_for for t in targets)
+            first = nodes if degraded else nodes[: max(1, r - len(answers))]
+            g = self.fanout.start(set(first), on_answer, timeout)
+            g.on_end = lambda: self._repair(key, answers)
+            if len(first) < len(nodes):
+                g.keep_spare(nodes[len(first) :], ask, READ_SPARE_AFTER)
+            for node in first:
+                ask(node)
+            if len(answers) < r:
+                await g.future
         if len(answers) < r:
             raise Unavailable(
                 f"store {self.name!r}: {len(answers)} of {len(targets)} replicas answered "
                 f"for {key!r}, r={r}"
             )
-        merged = answers[0][1]
-        for _, siblings in answers[1:]:
-            if siblings != merged:
-                merged = merged.sync(siblings)
+        return _merge(answers)
+
+    def _repair(self, key: Key, answers: list[tuple[Target, Siblings]]) -> None:
+        """Read repair: bring every replica that answered up to the merge of all."""
+        if len(answers) < 2:
+            return
+        merged = _merge(answers)
         for target, siblings in answers:
-            if siblings != merged:  # read repair
+            if siblings != merged:
                 if target.node == self._node.name:
-                    v.merge(key, merged, target.hint_for)
+                    self.vnodes.merge(key, merged, target.hint_for)
                 else:
-                    v.cast(target.node, "kv.repair", [key, encode_siblings(merged),
-                                                      target.hint_for])  # fmt: skip
-        return merged
+                    self.vnodes.cast(target.node, "kv.repair", [key, encode_siblings(merged),
+                                                                target.hint_for])  # fmt: skip
 
     async def keys(self, *, timeout: float | None = None) -> list[Key]:
         """Every key with a live value, from every reachable member (a coverage query).
@@ -334,3 +441,34 @@ def _check_context(context: Any) -> dict[str, int]:
 
 def _wire_context(context: VersionVector | None) -> list[list[Any]] | None:
     return None if context is None else [[k, n] for k, n in context.items()]
+
+
+def _merge(answers: list[tuple[Target, Siblings]]) -> Siblings:
+    merged = answers[0][1]
+    for _, siblings in answers[1:]:
+        if siblings != merged:
+            merged = merged.sync(siblings)
+    return merged
+
+
+class _Write:
+    """One coordinated write: its acknowledgements, and the gather waiting for more."""
+
+    __slots__ = ("acks", "gather", "key", "store", "targets", "w")
+
+    def __init__(self, store: str, key: Key, w: int, targets: int) -> None:
+        self.store = store
+        self.key = key
+        self.w = w
+        self.targets = targets
+        self.acks = 0
+        self.gather: Gather | None = None
+
+    def outcome(self) -> int | str:
+        """The acknowledgement count, or why the write is not acknowledged."""
+        if self.acks >= self.w:
+            return self.acks
+        return (
+            f"store {self.store!r}: {self.acks} of {self.targets} replicas acknowledged "
+            f"{self.key!r}, w={self.w}"
+        )

@@ -1,52 +1,116 @@
-"""Fan-out for the partitioned store: one read or write sent to several replicas as
-casts, their answers gathered by id (no task or timer per replica: one future and
-one timer per operation, which is what made a `get` cost about one remote call)."""
+"""Fan-out for the partitioned store: one read or write sent to several replicas, their
+answers gathered by id (no task per replica: one future and one timer per operation).
+
+An operation is *ready* (its future resolves) as soon as `on_answer` says so, which is
+when a quorum has answered; it *ends* when every node asked has answered or is known
+lost, or at the timeout, and then runs `on_end` (a read repairs the replicas behind
+there, after the caller has its value). An operation may keep *spare* nodes, asked
+only if one asked is lost, if every one asked answered without the operation being
+ready, or if it is not ready after `after` seconds (a read asks `r` replicas, and the
+others only then).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Fanout", "Gather"]
 
+#: `on_answer(node, payload)`: record one answer; True once the operation is ready.
+OnAnswer = Callable[[str, Any], bool]
+
 
 class Gather:
-    """The answers of `targets` to one operation: done when `need` have answered
-    (or, with `need` None, all of them), when the rest are known lost, or at the
-    timeout; `answers` holds ``(node, payload)`` in arrival order."""
+    """The answers still expected for one operation."""
 
-    __slots__ = ("answers", "expected", "future", "need", "timer")
+    __slots__ = (
+        "_fanout",
+        "ask",
+        "deadline",
+        "expected",
+        "future",
+        "on_answer",
+        "on_end",
+        "op",
+        "spare",
+        "timer",
+    )
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, targets: set[str], need: int | None, timeout: float
+        self,
+        fanout: Fanout,
+        op: int,
+        expected: set[str],
+        on_answer: OnAnswer,
+        on_end: Callable[[], None] | None,
+        timeout: float,
     ) -> None:
+        self._fanout = fanout
+        self.op = op
+        loop = fanout.loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.expected = set(targets)
-        self.need = need
-        self.answers: list[tuple[str, Any]] = []
-        self.timer = loop.call_later(timeout, self.finish)
-        self._check()
+        self.expected = expected
+        self.on_answer = on_answer
+        self.on_end = on_end
+        self.spare: list[str] = []
+        self.ask: Callable[[str], None] | None = None
+        self.deadline = loop.time() + timeout
+        self.timer = loop.call_at(self.deadline, self.end)
+
+    def keep_spare(self, spare: list[str], ask: Callable[[str], None], after: float) -> None:
+        """Ask `spare` with `ask(node)` if not ready within `after` s or a node is lost."""
+        self.spare = spare
+        self.ask = ask
+        self.timer.cancel()
+        loop = self._fanout.loop
+        self.timer = loop.call_at(min(loop.time() + after, self.deadline), self._spare_due)
+
+    def _spare_due(self) -> None:
+        self.widen()
+        if self._fanout.waiting.get(self.op) is self:  # not ended: the timeout still runs
+            self.timer = self._fanout.loop.call_at(self.deadline, self.end)
+
+    def widen(self) -> None:
+        """Ask the spare nodes now, unless the operation is ready already."""
+        spare, self.spare = self.spare, []
+        if self.future.done() or self.ask is None:
+            return
+        for node in spare:
+            self.expected.add(node)
+            self.ask(node)
 
     def add(self, sender: str, payload: Any) -> None:
         if sender in self.expected:
             self.expected.discard(sender)
-            self.answers.append((sender, payload))
-            self._check()
+            if self.on_answer(sender, payload):
+                if not self.future.done():
+                    self.future.set_result(None)
+            elif not self.expected:
+                self.widen()  # every node asked answered, and not enough: the spares
+            if not self.expected:
+                self.end()
 
     def lost(self, node: str) -> None:
+        if node in self.spare:
+            self.spare.remove(node)
         if node in self.expected:
             self.expected.discard(node)
-            self._check()
+            self.widen()
+            if not self.expected:
+                self.end()
 
-    def _check(self) -> None:
-        if not self.expected or (self.need is not None and len(self.answers) >= self.need):
-            self.finish()
-
-    def finish(self) -> None:
+    def end(self) -> None:
+        """Every answer is in (or lost, or the timeout): resolve, forget, run `on_end`."""
         self.timer.cancel()
+        self._fanout.waiting.pop(self.op, None)
         if not self.future.done():
             self.future.set_result(None)
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end()
 
 
 class Fanout:
@@ -55,21 +119,19 @@ class Fanout:
     def __init__(self) -> None:
         self.waiting: dict[int, Gather] = {}
         self._ids = itertools.count(1)
+        self.loop = asyncio.get_running_loop()
 
-    async def gather(
-        self, send: Any, targets: set[str], need: int | None, timeout: float
-    ) -> list[tuple[str, Any]]:
-        """Call `send(id)` to cast the requests, then wait for the answers."""
+    def start(
+        self,
+        expected: set[str],
+        on_answer: OnAnswer,
+        timeout: float,
+        on_end: Callable[[], None] | None = None,
+    ) -> Gather:
+        """A new operation expecting answers from `expected` (its id is `.op`)."""
         op = next(self._ids)
-        g = Gather(asyncio.get_running_loop(), targets, need, timeout)
-        self.waiting[op] = g
-        try:
-            send(op)
-            await g.future
-            return list(g.answers)
-        finally:
-            del self.waiting[op]
-            g.timer.cancel()
+        g = self.waiting[op] = Gather(self, op, expected, on_answer, on_end, timeout)
+        return g
 
     def on_reply(self, sender: str, op: Any, payload: Any) -> None:
         g = self.waiting.get(op) if type(op) is int else None

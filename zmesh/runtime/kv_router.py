@@ -1,7 +1,7 @@
 """The node's partitioned stores by name, and the ``kv.*`` messages between nodes:
-``kv.hello``, ``kv.put`` (a put forwarded to its coordinator), ``kv.handoff`` and
-``kv.keys`` are requests; ``kv.write``, ``kv.read`` (answered by ``kv.reply``),
-``kv.repair``, ``kv.leave`` and ``kv.forget`` are casts. A malformed body raises DataError: a cast's
+``kv.hello``, ``kv.handoff`` and ``kv.keys`` are requests; ``kv.batch`` (the reads,
+writes, forwarded puts and their answers: see `kv_batch`), ``kv.repair``, ``kv.leave``
+and ``kv.forget`` are casts. A malformed body raises DataError: a cast's
 is counted as ``bad_data``, a request's as ``bad_requests``, and nothing changes."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from zmesh.core.version_vector import TOMBSTONE
 from zmesh.errors import ConfigError, DataError, ZmeshError
 from zmesh.runtime.kv import KV
-from zmesh.runtime.kv_vnodes import Vnodes
+from zmesh.runtime.kv_batch import on_batch
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
@@ -31,14 +30,11 @@ class KVRouter:
         dist = node._need_dist()
         for op, handler in (
             ("kv.hello", self._on_hello),
-            ("kv.put", self._on_put),
             ("kv.handoff", lambda s, kv, b: kv.vnodes.on_handoff(s, b)),
             ("kv.keys", lambda s, kv, b: kv.vnodes.on_keys(s, b)),
         ):
             dist.handle(op, self._route(op, handler))
-        for op, answer in (("kv.write", Vnodes.on_write), ("kv.read", Vnodes.on_read)):
-            dist.handle_cast(op, self._route(op, self._answering(answer), cast=True))
-        dist.handle_cast("kv.reply", self._route("kv.reply", self._on_reply, cast=True))
+        dist.handle_cast("kv.batch", self._route("kv.batch", on_batch, cast=True))
         dist.handle_cast("kv.repair", self._route("kv.repair", self._on_repair, cast=True))
         dist.handle_cast("kv.leave", self._route("kv.leave", self._on_leave, cast=True))
         dist.handle_cast("kv.forget", self._route("kv.forget", self._on_forget, cast=True))
@@ -99,44 +95,6 @@ class KVRouter:
             )
         kv.vnodes.add_member(sender)
         return True
-
-    async def _on_put(self, sender: str, kv: KV, body: Any) -> int:
-        if type(body) is not list or len(body) != 6:
-            raise DataError(f"kv.put from {sender} has 6 fields")
-        key, value, deleted, context, w, timeout = body
-        key = kv.vnodes.key(key)
-        if type(deleted) is not bool or type(w) is not int or not 1 <= w <= kv.n:
-            raise DataError(f"kv.put from {sender}: bad deleted or w: {body!r}")
-        if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-            raise DataError(f"kv.put from {sender}: bad timeout {timeout!r}")
-        ctx = None
-        if context is not None:
-            if type(context) is not list:
-                raise DataError(f"kv.put from {sender}: a context is a list of pairs")
-            ctx = {}
-            for pair in context:
-                if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str
-                        or type(pair[1]) is not int or pair[1] < 1):  # fmt: skip
-                    raise DataError(f"kv.put from {sender}: bad context entry {pair!r}")
-                ctx[pair[0]] = pair[1]
-        return await kv.coordinate(key, TOMBSTONE if deleted else value, w, ctx, float(timeout))
-
-    def _answering(self, handler: Any) -> Any:
-        """A cast handler for `kv.write` / `kv.read`: [id, *fields] in, the answer
-        cast back as `kv.reply` [store, id, answer]."""
-
-        def answer(sender: str, kv: KV, body: Any) -> None:
-            if not body or type(body[0]) is not int:
-                raise DataError(f"a kv request from {sender} starts with its id")
-            result = handler(kv.vnodes, sender, body[1:])
-            kv.vnodes.cast(sender, "kv.reply", [body[0], result])
-
-        return answer
-
-    def _on_reply(self, sender: str, kv: KV, body: Any) -> None:
-        if len(body) != 2:
-            raise DataError(f"kv.reply from {sender} is [store, id, answer]")
-        kv.fanout.on_reply(sender, body[0], body[1])
 
     def _on_repair(self, sender: str, kv: KV, body: Any) -> None:
         kv.vnodes.on_repair(sender, body)

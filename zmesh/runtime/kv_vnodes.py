@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmesh.core.crdt_wire import check_key
 from zmesh.core.kv_placement import Target, key_to_partition, partition_nodes, preference_list
-from zmesh.core.kv_wire import decode_sibling, decode_siblings, encode_siblings
+from zmesh.core.kv_wire import decode_siblings, encode_siblings
 from zmesh.core.ring import HashRing, Key
 from zmesh.core.version_vector import Sibling, Siblings
 from zmesh.errors import DataError, KeyTypeError, ZmeshError
@@ -68,27 +68,35 @@ class Vnodes:
     def partition(self, key: Key) -> int:
         return key_to_partition(key, self.partitions)
 
-    def held(self, key: Key, hint_for: str | None = None) -> Siblings:
-        """This node's sibling set for `key` (as a primary, or the hint for a node)."""
-        part = self.partition(key)
+    def held(self, key: Key, hint_for: str | None = None, part: int | None = None) -> Siblings:
+        """This node's sibling set for `key` (as a primary, or the hint for a node);
+        `part` is the key's partition when the caller has it."""
+        if part is None:
+            part = self.partition(key)
         if hint_for is None:
             return self.data.get(part, {}).get(key) or Siblings()
         return self.hints.get(hint_for, {}).get((part, key)) or Siblings()
 
-    def local_view(self, key: Key) -> Siblings:
+    def local_view(self, key: Key, part: int | None = None) -> Siblings:
         """Everything held here for `key`, primary and hints merged."""
-        out = self.held(key)
-        part = self.partition(key)
+        if part is None:
+            part = self.partition(key)
+        out = self.held(key, None, part)
         for table in self.hints.values():
             hinted = table.get((part, key))
             if hinted is not None:
                 out = out.sync(hinted)
         return out
 
-    def merge(self, key: Key, siblings: Siblings, hint_for: str | None = None) -> None:
-        part = self.partition(key)
+    def merge(
+        self, key: Key, siblings: Siblings, hint_for: str | None = None, part: int | None = None
+    ) -> None:
+        if part is None:
+            part = self.partition(key)
         if hint_for is None or hint_for == self.node.name:
-            table = self.data.setdefault(part, {})
+            table = self.data.get(part)
+            if table is None:
+                table = self.data[part] = {}
             old = table.get(key)
             table[key] = siblings if old is None else old.sync(siblings)
         else:
@@ -96,23 +104,16 @@ class Vnodes:
             old = hinted.get((part, key))
             hinted[(part, key)] = siblings if old is None else old.sync(siblings)
 
-    def apply(self, key: Key, sibling: Sibling, hint_for: str | None) -> None:
-        self.merge(key, Siblings([sibling]), hint_for)
+    def apply(
+        self, key: Key, sibling: Sibling, hint_for: str | None, part: int | None = None
+    ) -> None:
+        self.merge(key, Siblings((sibling,)), hint_for, part)
 
     # -- request and cast handlers (bodies without the store name) -------------------------
 
-    def on_write(self, sender: str, body: Any) -> bool:
-        key, sibling, hint_for = _fields(body, 3, "kv.write", sender)
-        self.apply(self.key(key), decode_sibling(sibling), _hint(hint_for))
-        return True
-
-    def on_read(self, sender: str, body: Any) -> list[Any]:
-        key, hint_for = _fields(body, 2, "kv.read", sender)
-        return encode_siblings(self.held(self.key(key), _hint(hint_for)))
-
     def on_repair(self, sender: str, body: Any) -> None:
         key, siblings, hint_for = _fields(body, 3, "kv.repair", sender)
-        self.merge(self.key(key), decode_siblings(siblings), _hint(hint_for))
+        self.merge(self.key(key), decode_siblings(siblings), check_hint(hint_for))
         self.counters["repairs"] += 1
 
     def on_handoff(self, sender: str, body: Any) -> bool:
@@ -285,7 +286,8 @@ def _fields(body: Any, count: int, op: str, sender: str) -> list[Any]:
     return body
 
 
-def _hint(value: Any) -> str | None:
+def check_hint(value: Any) -> str | None:
+    """A target's `hint_for`: the down primary's name, or None for a primary."""
     if value is not None and (type(value) is not str or not value):
         raise DataError(f"a hint names a node (a str) or is null, got {value!r}")
     return value

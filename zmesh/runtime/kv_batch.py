@@ -1,0 +1,135 @@
+"""The partitioned store's replica traffic, batched: every read, write, forwarded put
+and answer for one node in one turn of the event loop travels as one ``kv.batch``
+cast ``[store, items]`` (a pipelined client sends a few envelopes, not one per
+operation per replica). The items:
+
+- ``["w", op, key, sibling, hint_for]``: apply a write; answered ``["a", op, True]``
+  unless `op` is 0 (nobody waits for it);
+- ``["r", op, key, hint_for]``: read a replica; answered with its sibling set;
+- ``["p", op, key, value, deleted, context, w, timeout]``: a put for the coordinator
+  (the first target of the key), answered with the acknowledgement count or, if the
+  write was not acknowledged by `w`, the reason (a str);
+- ``["a", op, answer]``: an answer to one of this node's operations.
+
+A malformed item raises DataError, is counted (``bad_data``) and skipped; the rest of
+the batch is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from zmesh.core.kv_wire import decode_sibling, encode_siblings
+from zmesh.core.version_vector import TOMBSTONE
+from zmesh.errors import DataError, ZmeshError
+from zmesh.runtime.kv_vnodes import check_hint
+
+if TYPE_CHECKING:
+    from zmesh.runtime.kv import KV
+    from zmesh.runtime.kv_vnodes import Vnodes
+
+__all__ = ["BATCH_MAX", "Outbox", "on_batch"]
+
+#: Items per ``kv.batch``: a fuller batch goes at once.
+BATCH_MAX = 512
+
+
+class Outbox:
+    """Items for other nodes, sent as one ``kv.batch`` per node per turn of the loop."""
+
+    def __init__(self, vnodes: Vnodes) -> None:
+        self._vnodes = vnodes
+        self._items: dict[str, list[Any]] = {}
+        self._scheduled = False
+        self.batches_out = 0
+
+    def add(self, node: str, item: list[Any]) -> None:
+        items = self._items.get(node)
+        if items is None:
+            items = self._items[node] = []
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+        items.append(item)
+        if len(items) >= BATCH_MAX:
+            del self._items[node]
+            self._send(node, items)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        batches, self._items = self._items, {}
+        for node, items in batches.items():
+            self._send(node, items)
+
+    def _send(self, node: str, items: list[Any]) -> None:
+        self.batches_out += 1
+        self._vnodes.cast(node, "kv.batch", [items])
+
+
+def on_batch(sender: str, kv: KV, body: Any) -> None:
+    """Apply a ``kv.batch`` from `sender` (the body without the store's name)."""
+    if type(body) is not list or len(body) != 1 or type(body[0]) is not list:
+        raise DataError(f"kv.batch from {sender} is [store, items], got {body!r}")
+    for item in body[0]:
+        try:
+            _on_item(kv, sender, item)
+        except DataError as exc:
+            kv.vnodes.refuse(f"kv.batch item from {sender}: {exc}")
+
+
+def _on_item(kv: KV, sender: str, item: Any) -> None:
+    if type(item) is not list or len(item) < 3 or type(item[1]) is not int:
+        raise DataError(f"a kv.batch item is [kind, op, ...], got {item!r}")
+    kind, op = item[0], item[1]
+    v = kv.vnodes
+    if kind == "a":
+        if len(item) != 3:
+            raise DataError(f"an answer is ['a', op, answer], got {item!r}")
+        kv.fanout.on_reply(sender, op, item[2])
+    elif kind == "w":
+        if len(item) != 5:
+            raise DataError(f"a write is ['w', op, key, sibling, hint_for], got {item!r}")
+        v.apply(v.key(item[2]), decode_sibling(item[3]), check_hint(item[4]))
+        if op:
+            kv.outbox.add(sender, ["a", op, True])
+    elif kind == "r":
+        if len(item) != 4:
+            raise DataError(f"a read is ['r', op, key, hint_for], got {item!r}")
+        answer = encode_siblings(v.held(v.key(item[2]), check_hint(item[3])))
+        kv.outbox.add(sender, ["a", op, answer])
+    elif kind == "p":
+        _on_put(kv, sender, item)
+    else:
+        raise DataError(f"unknown kv.batch item kind {kind!r}")
+
+
+def _on_put(kv: KV, sender: str, item: list[Any]) -> None:
+    if len(item) != 8:
+        raise DataError(
+            f"a put is ['p', op, key, value, deleted, context, w, timeout], got {item!r}"
+        )
+    _, op, key, value, deleted, context, w, timeout = item
+    key = kv.vnodes.key(key)
+    if type(deleted) is not bool or type(w) is not int or not 1 <= w <= kv.n:
+        raise DataError(f"a put from {sender}: bad deleted or w: {item!r}")
+    if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+        raise DataError(f"a put from {sender}: bad timeout {timeout!r}")
+    ctx = None
+    if context is not None:
+        if type(context) is not list:
+            raise DataError(f"a put from {sender}: a context is a list of pairs")
+        ctx = {}
+        for pair in context:
+            if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str
+                    or type(pair[1]) is not int or pair[1] < 1):  # fmt: skip
+                raise DataError(f"a put from {sender}: bad context entry {pair!r}")
+            ctx[pair[0]] = pair[1]
+
+    def answer(result: int | str) -> None:
+        kv.outbox.add(sender, ["a", op, result])
+
+    try:
+        kv.write_then(key, TOMBSTONE if deleted else value, w, ctx, float(timeout), answer)
+    except ZmeshError as exc:
+        answer(str(exc))
