@@ -50,9 +50,8 @@ def decode_sibling(wire: Any) -> Sibling:
         if type(pair) is not list or len(pair) != 2:
             raise DataError(f"a context entry is [writer, n], got {pair!r}")
         pairs[_writer(pair[0])] = _count(pair[1])
-    return Sibling(
-        (_writer(writer), _count(n)), tuple(sorted(pairs.items())), TOMBSTONE if deleted else value
-    )
+    vv = tuple(sorted(pairs.items())) if pairs else ()
+    return Sibling((_writer(writer), _count(n)), vv, TOMBSTONE if deleted else value)
 
 
 def decode_siblings(wire: Any) -> Siblings:

@@ -16,8 +16,7 @@ A delete is a write of the `TOMBSTONE` marker, so it replicates and syncs the sa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 __all__ = [
     "TOMBSTONE",
@@ -67,8 +66,7 @@ def _covers(vector: VersionVector, dot: Dot) -> bool:
     return vector.get(dot[0], 0) >= dot[1]
 
 
-@dataclass(frozen=True, slots=True)
-class Sibling:
+class Sibling(NamedTuple):
     """One write: its dot, the context its writer had read, and the value."""
 
     dot: Dot
@@ -89,6 +87,15 @@ class Siblings:
         for item in items:
             self._items[item.dot] = item
         self._prune()
+
+    @classmethod
+    def of(cls, sibling: Sibling) -> Siblings:
+        """The set of one write (``Siblings([sibling])``, without the general prune)."""
+        new = cls.__new__(cls)
+        new._items = {sibling.dot: sibling}
+        if sibling.context and _covers(dict(sibling.context), sibling.dot):
+            new._items.clear()
+        return new
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -139,10 +146,11 @@ class Siblings:
 
     def _prune(self) -> None:
         items = self._items
-        if len(items) == 1:  # the common case: one write, pruned only by its own context
-            (only,) = items.values()
-            if only.context and _covers(dict(only.context), only.dot):
-                items.clear()
+        if len(items) < 2:  # the common case: one write, pruned only by its own context
+            for only in items.values():
+                if only.context and _covers(dict(only.context), only.dot):
+                    items.clear()
+                break
             return
         contexts = [s.context_vv() for s in items.values()]
         dead = [dot for dot in items if any(_covers(c, dot) for c in contexts)]

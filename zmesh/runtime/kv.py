@@ -14,7 +14,7 @@
 - ``await kv.get(key, r=2)``: reads `r` replicas (this node's own replica without a
   message when it is one, then the primaries) and returns the merge of their sibling
   sets; the other targets are asked too when a primary is down (its fallback stands
-  in), when an asked replica is lost, or after `READ_SPARE_AFTER` without the
+  in), when an asked replica is lost, or after `SPARE_AFTER` without the
   answers. A replica that answered behind the merge is repaired in the background
   (read repair). With ``w + r > n`` the `r` replicas read overlap the `w` that
   acknowledged a write, so a read after an acknowledged write returns it while at
@@ -50,8 +50,9 @@ __all__ = ["KV", "Conflict", "Versioned"]
 
 _ABSENT = object()
 
-#: Seconds a read waits for the replicas it asked before it asks the others too.
-READ_SPARE_AFTER = 0.05
+#: Seconds a read or write waits for the replicas it asked to answer before it asks
+#: the other targets too.
+SPARE_AFTER = 0.05
 
 
 class Versioned(NamedTuple):
@@ -153,10 +154,18 @@ class KV:
         if not targets:  # pragma: no cover - this node is always up and a member
             raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
         me = self._node.name  # a target coordinates itself; else the first target does
-        if any(t.node == me for t in targets):
-            await self.coordinate(key, value, w, context, timeout, part)
-        else:
+        if not any(t.node == me for t in targets):
             await self._forward(targets[0].node, key, value, w, context, timeout)
+            return
+        write = self._start_write(key, value, w, context, timeout, part)
+        if write.gather is not None:
+            try:
+                await write.gather.future
+            finally:
+                write.gather.end()
+        outcome = write.outcome()
+        if isinstance(outcome, str):
+            raise Unavailable(outcome)
 
     async def _forward(
         self,
@@ -192,28 +201,6 @@ class KV:
             self.vnodes.refuse(f"put answer from {coordinator}: {answer!r}")
         raise Unavailable(f"store {self.name!r}: coordinator {coordinator} failed for {key!r}")
 
-    async def coordinate(
-        self,
-        key: Key,
-        value: Any,
-        w: int,
-        context: VersionVector | None,
-        timeout: float,
-        part: int | None = None,
-    ) -> int:
-        """Number the write, apply it here and send it to every other target; return
-        the acknowledgements once there are `w` (Unavailable if there never are)."""
-        write = self._start_write(key, value, w, context, timeout, part)
-        if write.gather is not None:
-            try:
-                await write.gather.future
-            finally:
-                write.gather.end()
-        outcome = write.outcome()
-        if isinstance(outcome, str):
-            raise Unavailable(outcome)
-        return outcome
-
     def write_then(
         self,
         key: Key,
@@ -223,8 +210,8 @@ class KV:
         timeout: float,
         done: Callable[[int | str], None],
     ) -> None:
-        """`coordinate` without a task: `done(acks)` once `w` acknowledged the write,
-        else `done(reason)`."""
+        """Coordinate a write forwarded here, without a task: `done(acks)` once `w`
+        acknowledged it, else `done(reason)`."""
         write = self._start_write(key, value, w, context, timeout, None)
         g = write.gather
         if g is None:
@@ -263,22 +250,35 @@ class KV:
                 write.acks += 1
             else:
                 remote.append(target)
-        if not remote:
-            return write
-        if write.acks < w:
-
-            def on_answer(node: str, answer: Any) -> bool:
-                if answer is True:
-                    write.acks += 1
-                else:
-                    v.refuse(f"write answer from {node}: {answer!r}")
-                return write.acks >= w
-
-            write.gather = self.fanout.start({t.node for t in remote}, on_answer, timeout)
-        op = 0 if write.gather is None else write.gather.op  # 0: nobody waits for acks
         wire = encode_sibling(sibling)
-        for target in remote:
-            self.outbox.add(target.node, ["w", op, key, wire, target.hint_for])
+        need = w - write.acks
+        if need <= 0:  # acknowledged here: the others apply it, nobody waits
+            for target in remote:
+                self.outbox.add(target.node, ["w", 0, key, wire, target.hint_for])
+            return write
+
+        def on_answer(node: str, answer: Any) -> bool:
+            if answer is True:
+                write.acks += 1
+            else:
+                v.refuse(f"write answer from {node}: {answer!r}")
+            return write.acks >= w
+
+        # The first `need` remote targets acknowledge; the others apply it unasked and
+        # are asked (sent it again) only if one of those is lost or slow.
+        asked, spare = remote[:need], remote[need:]
+        g = write.gather = self.fanout.start({t.node for t in asked}, on_answer, timeout)
+        for target in asked:
+            self.outbox.add(target.node, ["w", g.op, key, wire, target.hint_for])
+        if spare:
+            hints = {t.node: t.hint_for for t in spare}
+            for node, hint_for in hints.items():
+                self.outbox.add(node, ["w", 0, key, wire, hint_for])
+
+            def ask(node: str) -> None:
+                self.outbox.add(node, ["w", g.op, key, wire, hints[node]])
+
+            g.keep_spare(list(hints), ask, SPARE_AFTER)
         return write
 
     def _next_dot(self, context: VersionVector) -> tuple[str, int]:
@@ -318,7 +318,7 @@ class KV:
         """Read `r` replicas (this node's first when it is one, then the primaries)
         and return the merge of their answers. The other targets are asked too when
         one is down (fallbacks stand in), when an asked one is lost, or when the
-        answers are not all in after `READ_SPARE_AFTER`; every replica that answered
+        answers are not all in after `SPARE_AFTER`; every replica that answered
         behind the merge of all answers is repaired (read repair)."""
         check_key(key)
         self._check("r", r)
@@ -354,7 +354,7 @@ class KV:
             g = self.fanout.start(set(first), on_answer, timeout)
             g.on_end = lambda: self._repair(key, answers)
             if len(first) < len(nodes):
-                g.keep_spare(nodes[len(first) :], ask, READ_SPARE_AFTER)
+                g.keep_spare(nodes[len(first) :], ask, SPARE_AFTER)
             for node in first:
                 ask(node)
             if len(answers) < r:
@@ -398,6 +398,7 @@ class KV:
         """Leave the store gracefully: hand every partition held here to its next owners,
         then tell the members, which take this node off the store's ring."""
         await self.vnodes.leave()
+        self.fanout.stop()
         self._router.stores.pop(self.name, None)
 
     def forget(self, node: str) -> None:

@@ -83,16 +83,16 @@ def _on_item(kv: KV, sender: str, item: Any) -> None:
         raise DataError(f"a kv.batch item is [kind, op, ...], got {item!r}")
     kind, op = item[0], item[1]
     v = kv.vnodes
-    if kind == "a":
-        if len(item) != 3:
-            raise DataError(f"an answer is ['a', op, answer], got {item!r}")
-        kv.fanout.on_reply(sender, op, item[2])
-    elif kind == "w":
+    if kind == "w":
         if len(item) != 5:
             raise DataError(f"a write is ['w', op, key, sibling, hint_for], got {item!r}")
         v.apply(v.key(item[2]), decode_sibling(item[3]), check_hint(item[4]))
         if op:
             kv.outbox.add(sender, ["a", op, True])
+    elif kind == "a":
+        if len(item) != 3:
+            raise DataError(f"an answer is ['a', op, answer], got {item!r}")
+        kv.fanout.on_reply(sender, op, item[2])
     elif kind == "r":
         if len(item) != 4:
             raise DataError(f"a read is ['r', op, key, hint_for], got {item!r}")

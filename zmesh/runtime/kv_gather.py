@@ -1,5 +1,6 @@
 """Fan-out for the partitioned store: one read or write sent to several replicas, their
-answers gathered by id (no task per replica: one future and one timer per operation).
+answers gathered by id (no task per replica, no timer per operation: one future each,
+and one sweep every `SWEEP_EVERY` s while any operation waits).
 
 An operation is *ready* (its future resolves) as soon as `on_answer` says so, which is
 when a quorum has answered; it *ends* when every node asked has answered or is known
@@ -17,10 +18,17 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Fanout", "Gather"]
+__all__ = ["SWEEP_EVERY", "Fanout", "Gather"]
+
+#: Seconds between two checks of the waiting operations' timeouts and spare delays.
+SWEEP_EVERY = 0.01
 
 #: `on_answer(node, payload)`: record one answer; True once the operation is ready.
 OnAnswer = Callable[[str, Any], bool]
+
+
+def _ignore(node: str, payload: Any) -> bool:
+    return False
 
 
 class Gather:
@@ -36,7 +44,8 @@ class Gather:
         "on_end",
         "op",
         "spare",
-        "timer",
+        "spare_at",
+        "started",
     )
 
     def __init__(
@@ -50,28 +59,31 @@ class Gather:
     ) -> None:
         self._fanout = fanout
         self.op = op
-        loop = fanout.loop
-        self.future: asyncio.Future[None] = loop.create_future()
+        self.future: asyncio.Future[None] = fanout.loop.create_future()
         self.expected = expected
         self.on_answer = on_answer
         self.on_end = on_end
         self.spare: list[str] = []
+        self.spare_at = 0.0
         self.ask: Callable[[str], None] | None = None
-        self.deadline = loop.time() + timeout
-        self.timer = loop.call_at(self.deadline, self.end)
+        self.started = fanout.loop.time()
+        self.deadline = self.started + timeout
 
     def keep_spare(self, spare: list[str], ask: Callable[[str], None], after: float) -> None:
-        """Ask `spare` with `ask(node)` if not ready within `after` s or a node is lost."""
+        """Ask `spare` with `ask(node)` if a node asked is lost, or if not ready
+        within `after` s or four times the typical time to ready, whichever is later
+        (under a pipelined load the typical time grows, and a spare asked only
+        because of the queue is work for nothing)."""
         self.spare = spare
         self.ask = ask
-        self.timer.cancel()
-        loop = self._fanout.loop
-        self.timer = loop.call_at(min(loop.time() + after, self.deadline), self._spare_due)
+        self.spare_at = self.started + max(after, 4 * self._fanout.typical)
 
-    def _spare_due(self) -> None:
-        self.widen()
-        if self._fanout.waiting.get(self.op) is self:  # not ended: the timeout still runs
-            self.timer = self._fanout.loop.call_at(self.deadline, self.end)
+    def tick(self, now: float) -> None:
+        """The sweep: ask the spares when due, end at the deadline."""
+        if self.spare and now >= self.spare_at:
+            self.widen()
+        if now >= self.deadline:
+            self.end()
 
     def widen(self) -> None:
         """Ask the spare nodes now, unless the operation is ready already."""
@@ -88,6 +100,7 @@ class Gather:
             if self.on_answer(sender, payload):
                 if not self.future.done():
                     self.future.set_result(None)
+                    self._fanout.observe(self.started)
             elif not self.expected:
                 self.widen()  # every node asked answered, and not enough: the spares
             if not self.expected:
@@ -104,11 +117,13 @@ class Gather:
 
     def end(self) -> None:
         """Every answer is in (or lost, or the timeout): resolve, forget, run `on_end`."""
-        self.timer.cancel()
         self._fanout.waiting.pop(self.op, None)
         if not self.future.done():
             self.future.set_result(None)
         on_end, self.on_end = self.on_end, None
+        self.on_answer = _ignore  # the closures refer back to this gather: no cycles
+        self.ask = None
+        self.spare = []
         if on_end is not None:
             on_end()
 
@@ -120,6 +135,11 @@ class Fanout:
         self.waiting: dict[int, Gather] = {}
         self._ids = itertools.count(1)
         self.loop = asyncio.get_running_loop()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.typical = 0.0  # seconds from start to ready, a moving average
+
+    def observe(self, started: float) -> None:
+        self.typical += (self.loop.time() - started - self.typical) / 16
 
     def start(
         self,
@@ -131,7 +151,22 @@ class Fanout:
         """A new operation expecting answers from `expected` (its id is `.op`)."""
         op = next(self._ids)
         g = self.waiting[op] = Gather(self, op, expected, on_answer, on_end, timeout)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
         return g
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        for g in list(self.waiting.values()):
+            g.tick(now)
+        if self.waiting:
+            self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def on_reply(self, sender: str, op: Any, payload: Any) -> None:
         g = self.waiting.get(op) if type(op) is int else None

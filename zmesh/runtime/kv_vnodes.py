@@ -107,7 +107,7 @@ class Vnodes:
     def apply(
         self, key: Key, sibling: Sibling, hint_for: str | None, part: int | None = None
     ) -> None:
-        self.merge(key, Siblings((sibling,)), hint_for, part)
+        self.merge(key, Siblings.of(sibling), hint_for, part)
 
     # -- request and cast handlers (bodies without the store name) -------------------------
 
