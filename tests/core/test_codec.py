@@ -164,3 +164,18 @@ def test_decode_error_is_a_zmesh_error() -> None:
     from zmesh import ZmeshError
 
     assert issubclass(DecodeError, ZmeshError)
+
+
+@given(st.binary(min_size=0, max_size=3))
+def test_short_inputs_decode_exactly_as_msgpack_does(data: bytes) -> None:
+    # One to three bytes take the scalar fast path: the same value and type as msgpack
+    # gives, or DecodeError where msgpack refuses.
+    try:
+        expected = msgpack.unpackb(data)
+    except Exception:
+        with pytest.raises(DecodeError):
+            decode(data)
+        return
+    if isinstance(expected, int | bool | type(None)):
+        value = decode(data)
+        assert value == expected and type(value) is type(expected)

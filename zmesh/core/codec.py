@@ -143,12 +143,28 @@ class Codec:
             raise DecodeError(f"{len(data)} bytes is over the limit of {self._limits.max_size}")
         try:
             size = len(data)
+            if size <= 3 and size:
+                # A small int, None or a bool (the usual reply) without the msgpack call.
+                head = data[0]
+                if size == 1:
+                    if head < 0x80:
+                        return head
+                    if head >= 0xE0:
+                        return head - 0x100
+                    if head in _ONE_BYTE_TERMS:
+                        return _ONE_BYTE_TERMS[head]
+                elif head == 0xCC and size == 2:
+                    return data[1]
+                elif head == 0xCD and size == 3:
+                    return data[1] << 8 | data[2]
             # The usual message, a tuple of 1 to 255 bytes (ext 8), is seen here; any other
-            # size of tuple in `_tuple_start`.
+            # size of tuple in `_tuple_start` (only an ext term may be one).
             if size > 3 and data[0] == 0xC7 and data[2] == EXT_TUPLE and data[1] + 3 == size:
                 start = 3
-            else:
+            elif size and (0xC7 <= data[0] <= 0xC9 or 0xD4 <= data[0] <= 0xD8):
                 start = _tuple_start(data)
+            else:
+                start = 0
             if start:
                 # A tuple (most messages): its items decoded in one call, not through
                 # `ext_hook` and a second one; limits and depth count as on the long way.
@@ -235,6 +251,10 @@ def _ext_head(size: int, code: int) -> bytes:
     if size < 0x10000:
         return b"\xc8" + size.to_bytes(2, "big") + bytes((code,))
     return b"\xc9" + size.to_bytes(4, "big") + bytes((code,))
+
+
+#: The one-byte msgpack terms other than fixints: nil, false, true.
+_ONE_BYTE_TERMS: dict[int, object] = {0xC0: None, 0xC2: False, 0xC3: True}
 
 
 def _tuple_start(data: bytes | bytearray | memoryview) -> int:
