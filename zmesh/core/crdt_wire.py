@@ -27,6 +27,9 @@ def check_key(key: Any) -> Key:
     """`key` if it is a map key (str, bytes, int or a tuple of those); else KeyTypeError."""
     if type(key) is str or type(key) is int or type(key) is bytes:  # the common case
         return key
+    if type(key) is tuple and all(type(x) is str or type(x) is int or type(x) is bytes
+                                  for x in key):  # fmt: skip
+        return key  # a flat tuple of exact types: what encode_key would accept
     encode_key(key)
     return key  # type: ignore[no-any-return]
 

@@ -67,6 +67,7 @@ class ReplicatedMap:
         self._listeners: list[Callable[[Change], None]] = []
         self._inbound: dict[str, dict[int, list[Any]]] = {}  # sender -> sync -> entries
         self._sending: dict[str, bool] = {}  # member -> another state asked for meanwhile
+        self._sent_at: dict[str, float] = {}  # member -> when our last state went out
         self._closed = False
         self.stats = {
             "deltas_out": 0,
@@ -241,6 +242,7 @@ class ReplicatedMap:
                 self.stats["states_out"] += 1
                 if not await self._send_chunks(member, encode_state(self._state)):
                     return  # it went down: it gets a fresh state when it comes back
+                self._sent_at[member] = self._router.loop.time()
                 again = self._sending.get(member, False)
                 self._sending[member] = False
         finally:
@@ -294,9 +296,15 @@ class ReplicatedMap:
         ahead = any(n > theirs.vv.get(r, 0) for r, n in ctx.vv.items()) or any(
             dot not in theirs for dot in ctx.cloud
         )
-        if ahead:  # it has not seen everything we have: it gets our state
-            self._members.add(sender)
-            self._send_state(sender)
+        if not ahead:
+            return
+        self._members.add(sender)
+        # A digest written before our state reached it says nothing: while one goes
+        # out, and for a period after, the next digest asks again if it still must.
+        sent_at = self._sent_at.get(sender)
+        recent = sent_at is not None and self._router.loop.time() - sent_at < DIGEST_EVERY
+        if sender not in self._sending and not recent:
+            self._send_state(sender)  # it has not seen everything we have
 
     def _on_bye(self, sender: str) -> None:
         self._members.discard(sender)
@@ -305,6 +313,7 @@ class ReplicatedMap:
     def _on_down(self, name: str) -> None:
         self._members.discard(name)
         self._inbound.pop(name, None)
+        self._sent_at.pop(name, None)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
