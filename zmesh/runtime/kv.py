@@ -153,8 +153,7 @@ class KV:
         targets = self.vnodes.targets(part)
         if not targets:  # pragma: no cover - this node is always up and a member
             raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
-        me = self._node.name  # a target coordinates itself; else the first target does
-        if not any(t.node == me for t in targets):
+        if not self.vnodes.is_target(part):  # a target coordinates itself; else the first
             await self._forward(targets[0].node, key, value, w, context, timeout)
             return
         write = self._start_write(key, value, w, context, timeout, part)
@@ -239,8 +238,9 @@ class KV:
             part = v.partition(key)
         targets = v.targets(part)
         if context is None:
-            context = v.local_view(key, part).context()
-        sibling = Sibling(self._next_dot(context), tuple(sorted(context.items())), value)
+            context = v.local_context(key, part)
+        vv = tuple(sorted(context.items())) if context else ()
+        sibling = Sibling(self._next_dot(context), vv, value)
         me = self._node.name
         write = _Write(self.name, key, w, len(targets))
         remote = []

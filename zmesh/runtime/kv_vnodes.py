@@ -54,6 +54,7 @@ class Vnodes:
         self.hints: dict[str, dict[tuple[int, Key], Siblings]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self._targets: dict[int, list[Target]] = {}
+        self._local: dict[int, bool] = {}
         self.closed = False
         self.counters = {"handoffs_out": 0, "hints_delivered": 0, "repairs": 0}
 
@@ -87,6 +88,12 @@ class Vnodes:
             if hinted is not None:
                 out = out.sync(hinted)
         return out
+
+    def local_context(self, key: Key, part: int) -> dict[str, int]:
+        """The context of everything held here for `key` (`local_view(key).context()`)."""
+        if not self.hints and key not in self.data.get(part, ()):
+            return {}
+        return self.local_view(key, part).context()
 
     def merge(
         self, key: Key, siblings: Siblings, hint_for: str | None = None, part: int | None = None
@@ -153,8 +160,17 @@ class Vnodes:
             self._targets[partition] = found
         return found
 
+    def is_target(self, partition: int) -> bool:
+        """Whether this node is one of `targets(partition)` (cached with them)."""
+        found = self._local.get(partition)
+        if found is None:
+            me = self.node.name
+            found = self._local[partition] = any(t.node == me for t in self.targets(partition))
+        return found
+
     def invalidate(self) -> None:
         self._targets.clear()
+        self._local.clear()
 
     def add_member(self, name: str) -> None:
         if name in self.known:
