@@ -23,6 +23,7 @@ node alone.
 
     python scripts/bench_data.py [--puts 2000] [--divergent 10000] [--ops 2000]
                                  [--pipelined 20000] [--window 100] [--os] [--uvloop]
+                                 [--only map|heal|kv]
 """
 
 from __future__ import annotations
@@ -295,9 +296,12 @@ async def main() -> None:
     # Default failure detection (down after 2 s): the test config's 0.6 s would count a
     # loop busy merging 10,000 keys for five nodes at once as a dead peer.
     async with Cluster(5, config=zmesh.NodeConfig()) as c:
-        await map_visibility(c, ARGS.puts)
-        await map_heal(c, ARGS.divergent)
-        await kv_latency(c, ARGS.ops)
+        if ARGS.only in (None, "map"):
+            await map_visibility(c, ARGS.puts)
+        if ARGS.only in (None, "heal"):
+            await map_heal(c, ARGS.divergent)
+        if ARGS.only in (None, "kv"):
+            await kv_latency(c, ARGS.ops)
 
 
 if __name__ == "__main__":
@@ -308,6 +312,7 @@ if __name__ == "__main__":
     parser.add_argument("--pipelined", type=int, default=20000)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--os", action="store_true", help="zmesh join processes")
+    parser.add_argument("--only", choices=["map", "heal", "kv"], help="one part alone")
     parser.add_argument("--uvloop", action="store_true")
     ARGS = parser.parse_args()
     where = "4 zmesh join processes + this one" if ARGS.os else "5 nodes in one process"
