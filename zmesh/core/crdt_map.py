@@ -205,6 +205,8 @@ class MapState:
         for key in self._scoped_keys(other):
             here = mine.get(key)
             there = theirs.get(key)
+            if here is not None and here == there:
+                continue  # the same dots on both sides: nothing to keep or drop
             before = _winner(here)[0] if here else None
             kept: dict[Dot, Entry] = {}
             if here:

@@ -89,7 +89,11 @@ def decode_state(wire: Any) -> MapState:
         for d in item[1]:
             if type(d) is not list or len(d) != 4:
                 raise DataError(f"an entry dot is [replica, counter, value, stamp], got {d!r}")
-            dots[(_replica(d[0]), _counter(d[1]))] = (d[2], _counter(d[3]))
+            r, n, stamp_ = d[0], d[1], d[3]
+            if not (type(r) is str and r and type(n) is int and 0 < n < _MAX_COUNTER
+                    and type(stamp_) is int and 0 < stamp_ < _MAX_COUNTER):  # fmt: skip
+                _replica(r), _counter(n), _counter(stamp_)  # the error that says which
+            dots[(r, n)] = (d[2], stamp_)
         if dots:
             state.entries[key] = dots
         elif scope is None:
