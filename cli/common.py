@@ -211,6 +211,25 @@ async def cluster_info(node: zmesh.Node, seed: str) -> list[dict[str, Any]]:
     return sorted(infos, key=lambda i: str(i["name"]))
 
 
+async def cluster_processes(node: zmesh.Node, seed: str) -> dict[str, list[dict[str, Any]]]:
+    """Every process row of every member the seed reports, by member name (all of them,
+    paged: `info()` holds only each node's busiest thousand). A member that does not
+    answer is reported on stderr."""
+    names = members(await mesh(node, seed))
+
+    async def ask(name: str) -> list[dict[str, Any]]:
+        return await node.node_processes(name, timeout=ASK_TIMEOUT)
+
+    answers = await asyncio.gather(*(ask(n) for n in names), return_exceptions=True)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name, answer in zip(names, answers, strict=True):
+        if isinstance(answer, BaseException):
+            print(f"zmesh: node {name} did not answer: {answer}", file=sys.stderr)
+        else:
+            rows[name] = answer
+    return rows
+
+
 async def registry_synced(node: zmesh.Node, seed_info: dict[str, Any]) -> None:
     """Wait (up to ASK_TIMEOUT) until every name the seed had registered is in this
     node's replica, so code run next can call them by name."""

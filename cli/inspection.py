@@ -24,6 +24,7 @@ from .common import (
     JsonOpt,
     SeedOpt,
     cluster_info,
+    cluster_processes,
     fail,
     members,
     mesh,
@@ -96,13 +97,12 @@ def ps(
 ) -> None:
     """List the processes of every node: pid, registered name, function or GenServer
     class, mailbox length, messages received, links and monitors."""
-    infos = query(seed, Access(cookie, curve_secret, allow), cluster_info)
+    by_node = query(seed, Access(cookie, curve_secret, allow), cluster_processes)
     if node:
-        unknown = sorted(set(node) - {i["name"] for i in infos})
+        unknown = sorted(set(node) - set(by_node))
         if unknown:
             fail(f"no node {', '.join(unknown)} in the cluster", NOT_FOUND)
-        infos = [i for i in infos if i["name"] in node]
-    rows = [row for info in infos for row in info["processes"]]
+    rows = [row for name in sorted(by_node) if not node or name in node for row in by_node[name]]
     emit(rows, PS_COLUMNS, as_json=json_)
 
 

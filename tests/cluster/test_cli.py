@@ -317,3 +317,19 @@ def test_a_wrong_cookie_is_reported_clearly(cli: Cli) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 2 and "cookie" in out.stderr
+
+
+def test_ps_lists_every_process_of_a_node_that_runs_more_than_one_message_holds(cli: Cli) -> None:
+    """80,000 rows are about 9.6 MB, past the 8 MiB a message may carry: `ps` pages
+    through them while `nodes` and `info` stay small. Last in the module: c1 keeps them."""
+    spawn = "await node.spawn_remote('c1', 'zmesh_test_app:crowd', 80000)"
+    assert cli.run("shell", "-c", spawn).returncode == 0
+    deadline = time.monotonic() + 30
+    while json_lines(cli.run("nodes", "--json"))[0]["processes"] < 80001:  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    rows = json_lines(cli.run("ps", "--json", "--node", "c1"))
+    assert len(rows) >= 80001 and len({r["pid"] for r in rows}) == len(rows)
+    assert sum(r["function"] == "zmesh_test_app:idle" for r in rows) == 80000
+    info = json_lines(cli.run("info", "c1", "--json"))[0]
+    assert info["processes"] >= 80001  # type: ignore[operator]

@@ -168,3 +168,50 @@ async def test_metrics_count_registry_operations_and_services() -> None:
         assert ops == {"registered": 2.0, "refused": 1.0, "unregistered": 1.0}
         assert families["zmesh_services"].samples[0].value == 1
         assert families["zmesh_services_here"].samples[0].value == 1
+
+
+# -- many processes: info() holds the busiest, node_processes pages through all ---------------
+
+
+async def test_a_node_with_more_processes_than_a_message_holds_lists_them_all_in_pages() -> None:
+    small = NodeConfig(max_message_size=512 * 1024)  # 6,000 rows are about 1 MiB
+    async with (
+        Node("big", cookie=COOKIE, config=small) as big,
+        Node("asker", cookie=COOKIE, config=small) as asker,
+    ):
+        await asker.connect(big.address)  # type: ignore[arg-type]
+        pids = [big.spawn(idle) for _ in range(6000)]
+        busy = pids[4321]
+        for _ in range(3):
+            big.send(busy, "queued")
+        await asyncio.sleep(0)
+        rows = await asker.node_processes("big", timeout=10)
+        assert [r["pid"] for r in rows] == [str(p) for p in big.processes()]
+        assert {str(p) for p in pids} <= {r["pid"] for r in rows}
+        info = await asker.node_info("big", timeout=10)
+        assert info["stats"]["processes"] >= 6000
+        assert len(info["processes"]) == zmesh.runtime.inspect.INFO_PROCESS_ROWS
+        assert str(busy) in {r["pid"] for r in info["processes"]}  # the busiest are kept
+        assert await big.node_processes("big") == rows  # a node asked for its own
+        for pid in pids:
+            big.send(pid, "stop")
+
+
+async def test_a_process_page_is_bounded_in_bytes_and_a_bad_start_is_refused() -> None:
+    from zmesh.runtime.inspect import process_page
+
+    async with Node("paged", cookie=COOKIE) as node:
+        for _ in range(50):
+            node.spawn(idle)
+        await asyncio.sleep(0)
+        pages, start = [], 0
+        while start is not None:
+            page = process_page(node, start, 1000)
+            assert page["rows"] and page["total"] == len(node.processes())
+            pages.append(page["rows"])
+            start = page["next"]
+        assert len(pages) > 5
+        assert [r["pid"] for page in pages for r in page] == [str(p) for p in node.processes()]
+        for bad in (-1, "0", None, 1.5):
+            with pytest.raises(TypeError, match="index"):
+                process_page(node, bad, 1000)

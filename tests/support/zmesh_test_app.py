@@ -27,6 +27,13 @@ async def idle(proc: zmesh.Process) -> None:
     await proc.receive()
 
 
+async def crowd(proc: zmesh.Process, count: int) -> None:
+    """Spawn `count` idle processes on this node, then wait: a node with many processes."""
+    for _ in range(count):
+        proc.node.spawn(idle)
+    await proc.receive()
+
+
 NOT_CALLABLE = 42
 
 

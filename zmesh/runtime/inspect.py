@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import os
 import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgpack
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
@@ -27,6 +30,9 @@ LAG_INTERVAL = 1.0
 #: Upper bounds (seconds) of the lag and call-latency histogram buckets.
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
+#: At most this many process rows in `info()`: the busiest (longest mailbox) when a node
+#: runs more. `process_page` / `Node.node_processes` page through all of them.
+INFO_PROCESS_ROWS = 1000
 
 
 class Histogram:
@@ -75,6 +81,9 @@ class Inspector:
         self._task = asyncio.get_running_loop().create_task(self._probe())
         if node.address is not None:
             self._unsubscribe = node.subscribe_nodes(self._on_node_event)
+        if node._dist is not None:
+            budget = node.config.max_message_size // 2
+            node._dist.handle("processes", lambda sender, body: process_page(node, body, budget))
         node._call_latency = self.call_histogram
         if node.config.metrics_port is not None:
             from zmesh.runtime.metrics import serve_metrics
@@ -153,7 +162,7 @@ class Inspector:
             "loop_lag": self.lag,
             "nodes": node.nodes(),
             "peer_addresses": addresses,
-            "processes": process_rows(node),
+            "processes": process_rows(node, busiest(node._listed(), INFO_PROCESS_ROWS)),
             "registered": registry.registered() if registry is not None else [],
             "ring": (
                 {"weights": ring.weights, "vnodes": ring.vnodes} if ring is not None else None
@@ -165,8 +174,49 @@ class Inspector:
         }
 
 
-def process_rows(node: Node) -> list[dict[str, Any]]:
-    """One row per listed process: node, pid, name, function, messages (queued),
+def busiest(procs: list[Process], limit: int) -> list[Process]:
+    """`procs` if there are at most `limit`, else the `limit` with the longest mailboxes,
+    in their original order."""
+    if len(procs) <= limit:
+        return procs
+    keep = {id(p) for p in heapq.nlargest(limit, procs, key=lambda p: p.pending())}
+    return [p for p in procs if id(p) in keep]
+
+
+def process_page(node: Node, body: Any, budget: int) -> dict[str, Any]:
+    """The rows of the listed processes from index `body` on, as many as fit in about
+    `budget` bytes (at least one): {"rows", "next" (index, or None at the end), "total"}."""
+    if type(body) is not int or body < 0:
+        raise TypeError(f"a process page starts at an index >= 0, not {body!r}")
+    procs = node._listed()
+    rows: list[dict[str, Any]] = []
+    size = 0
+    index = body
+    for row in process_rows(node, procs[body:]):
+        size += len(msgpack.packb(row))
+        if rows and size > budget:
+            break
+        rows.append(row)
+        index += 1
+    return {"rows": rows, "next": index if index < len(procs) else None, "total": len(procs)}
+
+
+async def all_process_rows(node: Node, target: str, timeout: float | None) -> list[dict[str, Any]]:
+    """Every process row of node `target`, asked for page by page (see `process_page`)."""
+    if target == node.name:
+        return process_rows(node, node._listed())
+    dist = node._need_dist()
+    rows: list[dict[str, Any]] = []
+    start: int | None = 0
+    while start is not None:
+        page = await dist.request(target, "processes", start, timeout)
+        rows += page["rows"]
+        start = page["next"]
+    return rows
+
+
+def process_rows(node: Node, procs: list[Process]) -> list[dict[str, Any]]:
+    """One row per process of `procs`: node, pid, name, function, messages (queued),
     received (delivered so far), links, monitors (held), monitored_by."""
     names: dict[Any, str] = {}
     for name in node.registered():
@@ -175,7 +225,7 @@ def process_rows(node: Node) -> list[dict[str, Any]]:
             names.setdefault(pid, name)
     me = node.name
     rows = []
-    for proc in node._listed():
+    for proc in procs:
         pid = proc.pid
         rows.append(
             {

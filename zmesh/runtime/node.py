@@ -31,7 +31,7 @@ from zmesh.runtime.behaviours import Behaviours
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.data import DataMixin
 from zmesh.runtime.environment import REAL, Environment
-from zmesh.runtime.inspect import Inspector
+from zmesh.runtime.inspect import Inspector, all_process_rows
 from zmesh.runtime.local_signals import Signals
 from zmesh.runtime.process import ExitProcess, Process
 from zmesh.terms import KILLED, NORMAL, SHUTDOWN, Pid, Ref, crash_reason
@@ -543,6 +543,13 @@ class Node(Signals, Behaviours, DataMixin):
             return self.info()
         result: dict[str, Any] = await self._need_dist().request(node, "info", None, timeout)
         return result
+
+    async def node_processes(
+        self, node: str, *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every process row of node `node` (as `info()["processes"]`, which holds only
+        the busiest thousand), fetched in pages that each fit in one message."""
+        return await all_process_rows(self, node, timeout)
 
     def stats(self) -> dict[str, int]:
         """Counters: processes, peers, every kind of refused inbound frame, registry
