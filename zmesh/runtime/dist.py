@@ -284,7 +284,8 @@ class Distribution:
                 self.refuse("curve_wrong_names", f"{user!r} sent as {peer.name!r}")
                 return
         if peer is None:
-            self._handshake.on_untrusted(identity, data, user)
+            if not self._left:  # a leaving node takes no new peers (nor counts their frames)
+                self._handshake.on_untrusted(identity, data, user)
             return
         try:
             envelopes = proto.decode_frame(self.codec, data)
