@@ -89,6 +89,7 @@ class KV:
         self._resolve = resolve
         self._router = router
         self._node = router.node
+        self._codec = router.node._need_dist().codec
         self.vnodes = Vnodes(self._node, name, n, partitions)
         self._writer = f"{self._node.name}#{self._node.creation}"
         self.fanout = Fanout()
@@ -142,11 +143,11 @@ class KV:
         self, key: Key, value: Any, w: int, context: VersionVector | None, timeout: float | None
     ) -> None:
         check_key(key)
-        self._check("w", w)
+        if type(w) is not int or not 1 <= w <= self.n:
+            self._check("w", w)
         timeout = self.timeout if timeout is None else timeout
-        dist = self._node._need_dist()
         if value is not TOMBSTONE:
-            dist.codec.encode(value)  # EncodeError here, not on a replica
+            self._codec.encode(value)  # EncodeError here, not on a replica
         if context is not None:
             context = _check_context(context)
         part = self.vnodes.partition(key)
@@ -286,7 +287,12 @@ class KV:
         router (it outlives a close and re-open) and passes any count of ours the
         context has seen."""
         counts = self._router.counts
-        n = max(counts.get(self.name, 0), context.get(self._writer, 0)) + 1
+        n = counts.get(self.name, 0)
+        if context:
+            seen = context.get(self._writer, 0)
+            if seen > n:
+                n = seen
+        n += 1
         counts[self.name] = n
         return (self._writer, n)
 

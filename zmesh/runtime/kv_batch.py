@@ -86,7 +86,8 @@ def _on_item(kv: KV, sender: str, item: Any) -> None:
     if kind == "w":
         if len(item) != 5:
             raise DataError(f"a write is ['w', op, key, sibling, hint_for], got {item!r}")
-        v.apply(v.key(item[2]), decode_sibling(item[3]), check_hint(item[4]))
+        key = item[2] if type(item[2]) is str else v.key(item[2])
+        v.apply(key, decode_sibling(item[3]), check_hint(item[4]))
         if op:
             kv.outbox.add(sender, ["a", op, True])
     elif kind == "a":

@@ -76,7 +76,8 @@ class Gather:
         because of the queue is work for nothing)."""
         self.spare = spare
         self.ask = ask
-        self.spare_at = self.started + max(after, 4 * self._fanout.typical)
+        typical = 4 * self._fanout.typical
+        self.spare_at = self.started + (typical if typical > after else after)
 
     def tick(self, now: float) -> None:
         """The sweep: ask the spares when due, end at the deadline."""
@@ -117,6 +118,8 @@ class Gather:
 
     def end(self) -> None:
         """Every answer is in (or lost, or the timeout): resolve, forget, run `on_end`."""
+        if self.on_answer is _ignore:
+            return  # ended already
         self._fanout.waiting.pop(self.op, None)
         if not self.future.done():
             self.future.set_result(None)
