@@ -21,6 +21,9 @@
   most ``n - w`` replicas are lost.
 - Every read, write, forwarded put and answer between two nodes in one turn of the
   loop travels as one ``kv.batch`` envelope (`kv_batch`).
+- ``await kv.delete(key)`` writes a tombstone, replicated like a value; once every
+  member holds it (checked by the coordinator `REAP_AFTER` s later) it is collected
+  everywhere (`kv_reaper`). A member out of reach keeps it from being collected.
 - Concurrent writes are kept as siblings (dotted version vectors); `get` returns
   `resolve(values)` when the store has a resolver, else a `Conflict`. `fetch`
   returns every sibling and the context to write back with.
@@ -41,6 +44,7 @@ from zmesh.core.version_vector import TOMBSTONE, Sibling, Siblings, VersionVecto
 from zmesh.errors import ConfigError, DataError, Unavailable, ZmeshError
 from zmesh.runtime.kv_batch import Outbox
 from zmesh.runtime.kv_gather import Fanout, Gather
+from zmesh.runtime.kv_reaper import Reaper
 from zmesh.runtime.kv_vnodes import Vnodes, live_keys
 
 if TYPE_CHECKING:
@@ -94,6 +98,7 @@ class KV:
         self._writer = f"{self._node.name}#{self._node.creation}"
         self.fanout = Fanout()
         self.outbox = Outbox(self.vnodes)
+        self.reaper = Reaper(self)
 
     # -- placement ----------------------------------------------------------------
 
@@ -136,7 +141,8 @@ class KV:
         context: VersionVector | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Delete `key` (a tombstone write, replicated like a put)."""
+        """Delete `key`: a tombstone write, replicated like a put, and collected once
+        every member holds it (see `kv_reaper`)."""
         await self._write(key, TOMBSTONE, w, context, timeout)
 
     async def _write(
@@ -242,6 +248,8 @@ class KV:
             context = v.local_context(key, part)
         vv = tuple(sorted(context.items())) if context else ()
         sibling = Sibling(self._next_dot(context), vv, value)
+        if value is TOMBSTONE:
+            self.reaper.deleted(key)
         me = self._node.name
         write = _Write(self.name, key, w, len(targets))
         remote = []
@@ -404,6 +412,7 @@ class KV:
         """Leave the store gracefully: hand every partition held here to its next owners,
         then tell the members, which take this node off the store's ring."""
         await self.vnodes.leave()
+        self.reaper.stop()
         self.fanout.stop()
         self._router.stores.pop(self.name, None)
 
@@ -426,6 +435,7 @@ class KV:
         return {
             "keys": sum(len(t) for t in v.data.values()),
             "hints": sum(len(t) for t in v.hints.values()),
+            "tombstones_reaped": self.reaper.reaped,
             **v.counters,
         }
 

@@ -9,7 +9,9 @@ operation per replica). The items:
 - ``["p", op, key, value, deleted, context, w, timeout]``: a put for the coordinator
   (the first target of the key), answered with the acknowledgement count or, if the
   write was not acknowledged by `w`, the reason (a str);
-- ``["a", op, answer]``: an answer to one of this node's operations.
+- ``["a", op, answer]``: an answer to one of this node's operations;
+- ``["v", op, key]`` and ``["x", 0, key, siblings]``: what a member holds for a deleted
+  key, and the order to drop it where it is exactly those tombstones (`kv_reaper`).
 
 A malformed item raises DataError, is counted (``bad_data``) and skipped; the rest of
 the batch is applied.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from zmesh.core.kv_wire import decode_sibling, encode_siblings
+from zmesh.core.kv_wire import decode_sibling, decode_siblings, encode_siblings
 from zmesh.core.version_vector import TOMBSTONE
 from zmesh.errors import DataError, ZmeshError
 from zmesh.runtime.kv_vnodes import check_hint
@@ -101,6 +103,14 @@ def _on_item(kv: KV, sender: str, item: Any) -> None:
         kv.outbox.add(sender, ["a", op, answer])
     elif kind == "p":
         _on_put(kv, sender, item)
+    elif kind == "v":
+        if len(item) != 3:
+            raise DataError(f"a view is ['v', op, key], got {item!r}")
+        kv.outbox.add(sender, ["a", op, encode_siblings(v.local_view(v.key(item[2])))])
+    elif kind == "x":
+        if len(item) != 4:
+            raise DataError(f"a reap is ['x', op, key, siblings], got {item!r}")
+        kv.reaper.drop(v.key(item[2]), decode_siblings(item[3]))
     else:
         raise DataError(f"unknown kv.batch item kind {kind!r}")
 

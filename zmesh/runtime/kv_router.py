@@ -124,10 +124,12 @@ class KVRouter:
         """The node is stopping: leave every store gracefully."""
         self._unsubscribe()
         for kv in list(self.stores.values()):
+            kv.reaper.stop()
             try:
                 await asyncio.wait_for(kv.vnodes.leave(), 10.0)
             except (TimeoutError, ZmeshError):
                 kv.vnodes.stop()
+            kv.fanout.stop()
         for task in list(self._tasks):
             task.cancel()
         self.stores.clear()
