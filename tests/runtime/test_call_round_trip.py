@@ -15,6 +15,7 @@ import zmesh
 from zmesh import GenServer, Node, NodeConfig
 from zmesh.core.codec import Codec
 from zmesh.core.protocol import Kind
+from zmesh.runtime.gen_server import CALL
 from zmesh.terms import Pid
 from zmesh.testing import wait_until
 
@@ -267,6 +268,34 @@ async def test_local_calls_leave_no_monitor_after_reply_timeout_death_and_cancel
     assert not router._calls and proc.callers == 0
     with pytest.raises(zmesh.NoProc, match="does not exist"):
         await node.call(server, "x")
+
+
+class RawForwarder(GenServer):
+    """Passes each call on as the call message itself: the other server answers it."""
+
+    async def init(self, to: Pid) -> None:
+        self.to = to
+
+    async def handle_call(self, request: Any, caller: zmesh.Caller) -> Any:
+        self.node.send(self.to, (CALL, (caller.pid, caller.ref), request))
+        return zmesh.NOREPLY
+
+
+class Echo(GenServer):
+    async def handle_call(self, request: Any, caller: zmesh.Caller) -> Any:
+        return ("echo", request)
+
+
+async def test_a_local_call_answered_by_another_server_ends_the_first_ones_monitor(
+    local_node: Node,
+) -> None:
+    node = local_node
+    echo = await node.start(Echo)
+    forwarder = await node.start(RawForwarder, echo)
+    for i in range(3):
+        assert await node.call(forwarder, i) == ("echo", i)
+    assert node._procs[forwarder.id].callers == 0 and node._procs[echo.id].callers == 0
+    assert not node._call_router()._calls
 
 
 async def test_calls_time_out_in_deadline_order_whatever_the_order_made(local_node: Node) -> None:

@@ -212,7 +212,18 @@ async def serve(
                 if result is not NOREPLY:
                     router = node._calls
                     if router is not None and caller_pid is router.pid:
-                        router.answer(ref.id, result, None)  # `reply` inlined: a local call
+                        # `reply` and `router.answer` inlined for the usual local call:
+                        # made to this very server (not forwarded), still waiting.
+                        calls = router._calls
+                        entry = calls.get(ref.id)
+                        if entry is not None and entry[2] is proc:
+                            del calls[ref.id]
+                            proc.callers -= 1
+                            waiting = entry[0]
+                            if not waiting.done():
+                                waiting.set_result(result)
+                        else:
+                            router.answer(ref.id, result, None)
                     else:
                         reply(node, caller_pid, ref, result)
             elif type(message) is tuple and len(message) == 2 and message[0] == CAST:
@@ -395,7 +406,19 @@ class CallRouter(Process):
                     raise _call_failed(target, NOPROC)
                 server = local
                 local.callers += 1  # the implicit monitor (see `server_exited`)
-                local.deliver((CALL, (self.pid, ref), request))
+                mailbox = local._mailbox
+                if mailbox is not None and type(local) is Process:
+                    # `local.deliver` inlined (a server's process is a plain one, and its
+                    # mailbox exists once it has taken a message): a call less per call.
+                    mailbox.append((CALL, (self.pid, ref), request))
+                    local.received += 1
+                    wake = local._waiter
+                    if wake is not None:
+                        local._waiter = None
+                        if not wake.done():
+                            wake.set_result(True)
+                else:
+                    local.deliver((CALL, (self.pid, ref), request))
             else:
                 dist = node._dist
                 failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
