@@ -147,6 +147,9 @@ async def test_too_few_replicas_is_unavailable_and_bad_messages_are_refused(
         ("kv.batch", ["s", [["a", 5]]]),
         ("kv.batch", ["s", [["p", 6, "k", 1, "x", None, 2, 1.0]]]),  # deleted not a bool
         ("kv.batch", ["s", [["z", 7, "k"]]]),  # an unknown kind
+        ("kv.batch", ["s", [["s", 0, "not a list of digests"]]]),
+        ("kv.batch", ["s", [["m", 0, 3, [["k", "not siblings"]], False]]]),
+        ("kv.batch", ["s", [["x", 0, "k"]]]),  # a reap without its siblings
         ("kv.repair", ["s", "k", "not siblings", None]),
         ("kv.repair", "junk"),
         ("kv.leave", [3]),

@@ -24,6 +24,8 @@
 - ``await kv.delete(key)`` writes a tombstone, replicated like a value; once every
   member holds it (checked by the coordinator `REAP_AFTER` s later) it is collected
   everywhere (`kv_reaper`). A member out of reach keeps it from being collected.
+- When a member is reachable again, the two nodes compare a digest per partition they
+  share and swap the partitions that differ (`kv_sync`, anti-entropy).
 - Concurrent writes are kept as siblings (dotted version vectors); `get` returns
   `resolve(values)` when the store has a resolver, else a `Conflict`. `fetch`
   returns every sibling and the context to write back with.
@@ -45,6 +47,7 @@ from zmesh.errors import ConfigError, DataError, Unavailable, ZmeshError
 from zmesh.runtime.kv_batch import Outbox
 from zmesh.runtime.kv_gather import Fanout, Gather
 from zmesh.runtime.kv_reaper import Reaper
+from zmesh.runtime.kv_sync import AntiEntropy
 from zmesh.runtime.kv_vnodes import Vnodes, live_keys
 
 if TYPE_CHECKING:
@@ -99,6 +102,7 @@ class KV:
         self.fanout = Fanout()
         self.outbox = Outbox(self.vnodes)
         self.reaper = Reaper(self)
+        self.sync = AntiEntropy(self)
 
     # -- placement ----------------------------------------------------------------
 
@@ -437,6 +441,7 @@ class KV:
             "hints": sum(len(t) for t in v.hints.values()),
             "tombstones_reaped": self.reaper.reaped,
             **v.counters,
+            **self.sync.counters,
         }
 
     def __repr__(self) -> str:

@@ -11,7 +11,9 @@ operation per replica). The items:
   write was not acknowledged by `w`, the reason (a str);
 - ``["a", op, answer]``: an answer to one of this node's operations;
 - ``["v", op, key]`` and ``["x", 0, key, siblings]``: what a member holds for a deleted
-  key, and the order to drop it where it is exactly those tombstones (`kv_reaper`).
+  key, and the order to drop it where it is exactly those tombstones (`kv_reaper`);
+- ``["s", 0, digests]`` and ``["m", 0, partition, entries, reply]``: anti-entropy
+  between two replicas of partitions after a reconnection (`kv_sync`).
 
 A malformed item raises DataError, is counted (``bad_data``) and skipped; the rest of
 the batch is applied.
@@ -103,6 +105,14 @@ def _on_item(kv: KV, sender: str, item: Any) -> None:
         kv.outbox.add(sender, ["a", op, answer])
     elif kind == "p":
         _on_put(kv, sender, item)
+    elif kind == "s":
+        if len(item) != 3:
+            raise DataError(f"partition digests are ['s', op, digests], got {item!r}")
+        kv.sync.on_digests(sender, item[2])
+    elif kind == "m":
+        if len(item) != 5:
+            raise DataError(f"a partition push is ['m', op, part, entries, reply]: {item!r}")
+        kv.sync.on_merge(sender, item[2], item[3], item[4])
     elif kind == "v":
         if len(item) != 3:
             raise DataError(f"a view is ['v', op, key], got {item!r}")

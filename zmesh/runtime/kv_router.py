@@ -84,7 +84,10 @@ class KVRouter:
         except ZmeshError:
             return  # no such store there (or it is gone): not a member
         if answer is True and not kv.vnodes.closed:
+            back = peer in kv.vnodes.known  # a member reachable again, not a new one
             kv.vnodes.add_member(peer)
+            if back and self.node.name < peer:  # one side starts the exchange
+                kv.sync.peer_up(peer)
 
     def _on_hello(self, sender: str, kv: KV, body: Any) -> bool:
         n, partitions = _fields2(body, sender)
