@@ -1,6 +1,7 @@
-"""The partitioned store's replica traffic, batched: every read, write, forwarded put
-and answer for one node in one turn of the event loop travels as one ``kv.batch``
-cast ``[store, items]`` (a pipelined client sends a few envelopes, not one per
+"""The partitioned store's replica traffic, batched: the reads, writes, forwarded puts
+and answers for one node in one turn of the event loop travel as at most two
+``kv.batch`` casts ``[store, items]``, the first item at once and the rest together
+at the end of the turn (a pipelined client sends a few envelopes, not one per
 operation per replica). The items:
 
 - ``["w", op, key, sibling, hint_for]``: apply a write; answered ``["a", op, True]``
@@ -40,21 +41,28 @@ BATCH_MAX = 512
 
 
 class Outbox:
-    """Items for other nodes, sent as one ``kv.batch`` per node per turn of the loop."""
+    """Items for other nodes: the first for a node in a turn of the loop leaves at once
+    (a round trip waits no loop iteration, as the transport does for a lone message),
+    the ones after it share one ``kv.batch`` sent at the end of the turn."""
 
     def __init__(self, vnodes: Vnodes) -> None:
         self._vnodes = vnodes
         self._items: dict[str, list[Any]] = {}
+        self._sent_now: set[str] = set()
         self._scheduled = False
         self.batches_out = 0
 
     def add(self, node: str, item: list[Any]) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        if node not in self._sent_now:
+            self._sent_now.add(node)
+            self._send(node, [item])
+            return
         items = self._items.get(node)
         if items is None:
             items = self._items[node] = []
-            if not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self.flush)
         items.append(item)
         if len(items) >= BATCH_MAX:
             del self._items[node]
@@ -62,6 +70,7 @@ class Outbox:
 
     def flush(self) -> None:
         self._scheduled = False
+        self._sent_now.clear()
         batches, self._items = self._items, {}
         for node, items in batches.items():
             self._send(node, items)
