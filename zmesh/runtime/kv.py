@@ -40,26 +40,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zmesh.core.crdt_wire import check_key
 from zmesh.core.kv_placement import Target, key_to_nodes
-from zmesh.core.kv_wire import decode_siblings, encode_sibling, encode_siblings
+from zmesh.core.kv_wire import decode_siblings, encode_siblings
 from zmesh.core.ring import Key
-from zmesh.core.version_vector import TOMBSTONE, Sibling, Siblings, VersionVector
+from zmesh.core.version_vector import TOMBSTONE, Siblings, VersionVector
 from zmesh.errors import ConfigError, DataError, Unavailable, ZmeshError
 from zmesh.runtime.kv_batch import Outbox
-from zmesh.runtime.kv_gather import Fanout, Gather
+from zmesh.runtime.kv_gather import Fanout
 from zmesh.runtime.kv_reaper import Reaper
 from zmesh.runtime.kv_sync import AntiEntropy
 from zmesh.runtime.kv_vnodes import Vnodes, live_keys
+from zmesh.runtime.kv_write import SPARE_AFTER, Writes
 
 if TYPE_CHECKING:
     from zmesh.runtime.kv_router import KVRouter
 
 __all__ = ["KV", "Conflict", "Versioned"]
-
-_ABSENT = object()
-
-#: Seconds a read or write waits for the replicas it asked to answer before it asks
-#: the other targets too.
-SPARE_AFTER = 0.05
 
 
 class Versioned(NamedTuple):
@@ -98,10 +93,10 @@ class KV:
         self._node = router.node
         self._codec = router.node._need_dist().codec
         self.vnodes = Vnodes(self._node, name, n, partitions)
-        self._writer = f"{self._node.name}#{self._node.creation}"
         self.fanout = Fanout()
         self.outbox = Outbox(self.vnodes)
         self.reaper = Reaper(self)
+        self.writes = Writes(self)
         self.sync = AntiEntropy(self)
 
     # -- placement ----------------------------------------------------------------
@@ -165,9 +160,9 @@ class KV:
         if not targets:  # pragma: no cover - this node is always up and a member
             raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
         if not self.vnodes.is_target(part):  # a target coordinates itself; else the first
-            await self._forward(targets[0].node, key, value, w, context, timeout)
+            await self.writes.forward(targets[0].node, key, value, w, context, timeout)
             return
-        write = self._start_write(key, value, w, context, timeout, part)
+        write = self.writes.start(key, value, w, context, timeout, part)
         if write.gather is not None:
             try:
                 await write.gather.future
@@ -176,137 +171,6 @@ class KV:
         outcome = write.outcome()
         if isinstance(outcome, str):
             raise Unavailable(outcome)
-
-    async def _forward(
-        self,
-        coordinator: str,
-        key: Key,
-        value: Any,
-        w: int,
-        context: VersionVector | None,
-        timeout: float,
-    ) -> None:
-        """Have `coordinator` (a target of `key`) number and replicate the write."""
-        result: list[Any] = []
-
-        def on_answer(node: str, answer: Any) -> bool:
-            result.append(answer)
-            return True
-
-        g = self.fanout.start({coordinator}, on_answer, timeout + 1.0)
-        deleted = value is TOMBSTONE
-        wire_value = None if deleted else value
-        item = ["p", g.op, key, wire_value, deleted, _wire_context(context), w, timeout]
-        self.outbox.add(coordinator, item)
-        try:
-            await g.future
-        finally:
-            g.end()
-        answer = result[0] if result else None
-        if type(answer) is int and answer >= w:
-            return
-        if type(answer) is str:
-            raise Unavailable(answer)
-        if result:
-            self.vnodes.refuse(f"put answer from {coordinator}: {answer!r}")
-        raise Unavailable(f"store {self.name!r}: coordinator {coordinator} failed for {key!r}")
-
-    def write_then(
-        self,
-        key: Key,
-        value: Any,
-        w: int,
-        context: VersionVector | None,
-        timeout: float,
-        done: Callable[[int | str], None],
-    ) -> None:
-        """Coordinate a write forwarded here, without a task: `done(acks)` once `w`
-        acknowledged it, else `done(reason)`."""
-        write = self._start_write(key, value, w, context, timeout, None)
-        g = write.gather
-        if g is None:
-            done(write.outcome())
-            return
-
-        def finished(_: object) -> None:
-            assert g is not None
-            g.end()
-            done(write.outcome())
-
-        g.future.add_done_callback(finished)
-
-    def _start_write(
-        self,
-        key: Key,
-        value: Any,
-        w: int,
-        context: VersionVector | None,
-        timeout: float,
-        part: int | None,
-    ) -> _Write:
-        v = self.vnodes
-        if part is None:
-            part = v.partition(key)
-        targets = v.targets(part)
-        if context is None:
-            context = v.local_context(key, part)
-        vv = tuple(sorted(context.items())) if context else ()
-        sibling = Sibling(self._next_dot(context), vv, value)
-        if value is TOMBSTONE:
-            self.reaper.deleted(key)
-        me = self._node.name
-        write = _Write(self.name, key, w, len(targets))
-        remote = []
-        for target in targets:
-            if target.node == me:
-                v.apply(key, sibling, target.hint_for, part)
-                write.acks += 1
-            else:
-                remote.append(target)
-        wire = encode_sibling(sibling)
-        need = w - write.acks
-        if need <= 0:  # acknowledged here: the others apply it, nobody waits
-            for target in remote:
-                self.outbox.add(target.node, ["w", 0, key, wire, target.hint_for])
-            return write
-
-        def on_answer(node: str, answer: Any) -> bool:
-            if answer is True:
-                write.acks += 1
-            else:
-                v.refuse(f"write answer from {node}: {answer!r}")
-            return write.acks >= w
-
-        # The first `need` remote targets acknowledge; the others apply it unasked and
-        # are asked (sent it again) only if one of those is lost or slow.
-        asked, spare = remote[:need], remote[need:]
-        g = write.gather = self.fanout.start({t.node for t in asked}, on_answer, timeout)
-        for target in asked:
-            self.outbox.add(target.node, ["w", g.op, key, wire, target.hint_for])
-        if spare:
-            hints = {t.node: t.hint_for for t in spare}
-            for node, hint_for in hints.items():
-                self.outbox.add(node, ["w", 0, key, wire, hint_for])
-
-            def ask(node: str) -> None:
-                self.outbox.add(node, ["w", g.op, key, wire, hints[node]])
-
-            g.keep_spare(list(hints), ask, SPARE_AFTER)
-        return write
-
-    def _next_dot(self, context: VersionVector) -> tuple[str, int]:
-        """A dot no write of this node's incarnation has used: the count lives in the
-        router (it outlives a close and re-open) and passes any count of ours the
-        context has seen."""
-        counts = self._router.counts
-        n = counts.get(self.name, 0)
-        if context:
-            seen = context.get(self._writer, 0)
-            if seen > n:
-                n = seen
-        n += 1
-        counts[self.name] = n
-        return (self._writer, n)
 
     # -- reads ----------------------------------------------------------------
 
@@ -461,36 +325,9 @@ def _check_context(context: Any) -> dict[str, int]:
     return out
 
 
-def _wire_context(context: VersionVector | None) -> list[list[Any]] | None:
-    return None if context is None else [[k, n] for k, n in context.items()]
-
-
 def _merge(answers: list[tuple[Target, Siblings]]) -> Siblings:
     merged = answers[0][1]
     for _, siblings in answers[1:]:
         if siblings != merged:
             merged = merged.sync(siblings)
     return merged
-
-
-class _Write:
-    """One coordinated write: its acknowledgements, and the gather waiting for more."""
-
-    __slots__ = ("acks", "gather", "key", "store", "targets", "w")
-
-    def __init__(self, store: str, key: Key, w: int, targets: int) -> None:
-        self.store = store
-        self.key = key
-        self.w = w
-        self.targets = targets
-        self.acks = 0
-        self.gather: Gather | None = None
-
-    def outcome(self) -> int | str:
-        """The acknowledgement count, or why the write is not acknowledged."""
-        if self.acks >= self.w:
-            return self.acks
-        return (
-            f"store {self.store!r}: {self.acks} of {self.targets} replicas acknowledged "
-            f"{self.key!r}, w={self.w}"
-        )

@@ -160,6 +160,6 @@ def _on_put(kv: KV, sender: str, item: list[Any]) -> None:
         kv.outbox.add(sender, ["a", op, result])
 
     try:
-        kv.write_then(key, TOMBSTONE if deleted else value, w, ctx, float(timeout), answer)
+        kv.writes.then(key, TOMBSTONE if deleted else value, w, ctx, float(timeout), answer)
     except ZmeshError as exc:
         answer(str(exc))
