@@ -237,6 +237,57 @@ async def test_cancelling_a_remote_call_clears_both_nodes(pair: tuple[Node, Node
     await wait_until(lambda: no_call_state(a, b, server), 2)
 
 
+# -- send_request: calls in flight from one task ---------------------------------------------
+
+
+async def test_send_request_pipelines_calls_from_one_task_in_one_envelope_each(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    server = await b.start(app.Counter, 0)
+    assert await a.call(server, "increment") == 1
+    await asyncio.sleep(0.05)
+    b_in = envelopes(b, "a")[0]
+    tasks = len(asyncio.all_tasks())
+    futures = [a.send_request(server, "increment") for _ in range(2000)]
+    assert len(asyncio.all_tasks()) == tasks  # no task per call
+    assert await asyncio.gather(*futures) == list(range(2, 2002))  # in order: one server
+    assert envelopes(b, "a")[0] - b_in == 2000
+    assert no_call_state(a, b, server)
+
+
+async def test_send_request_fails_its_future_as_call_raises(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    dead = b.spawn(app.idle)
+    b.exit(dead, "kill")
+    await wait_until(lambda: not b.is_alive(dead), 2)
+    with pytest.raises(zmesh.NoProc):
+        await a.send_request(dead, "anything")
+    with pytest.raises(zmesh.NoProc, match="nobody"):
+        await a.send_request("nobody", "anything")
+    server = await b.start(Holder)
+    with pytest.raises(zmesh.CallTimeout):
+        await a.send_request(server, "hold", timeout=0.1)
+    dying = a.send_request(server, "die")
+    with pytest.raises(zmesh.CallError):
+        await dying
+    await wait_until(lambda: no_call_state(a, b, server), 2)
+
+
+async def test_cancelling_a_send_request_future_clears_both_nodes(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    server = await b.start(Holder)
+    pending = a.send_request(server, "hold", timeout=30)
+    await wait_until(lambda: bool(b._procs[server.id].watchers), 2)
+    pending.cancel()
+    await wait_until(lambda: no_call_state(a, b, server), 2)
+    local = await a.start(Holder)
+    held = a.send_request(local, "hold", timeout=30)
+    await wait_until(lambda: a._procs[local.id].callers == 1, 2)
+    held.cancel()
+    await wait_until(lambda: a._procs[local.id].callers == 0 and not a._call_router()._calls, 2)
+
+
 # -- local calls ---------------------------------------------------------------------------
 
 

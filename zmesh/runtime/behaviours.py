@@ -136,6 +136,22 @@ class Behaviours:
         pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
         return await self._call_router().call(pid, request, timeout)
 
+    def send_request(
+        self, target: Pid | str, request: Any, *, timeout: float | None = None
+    ) -> asyncio.Future[Any]:
+        """Send a call to a GenServer now and return the future of its reply (OTP's
+        `gen_server:send_request`): many calls in flight from one task, with no task
+        per call. The future fails as `call` raises (a name is looked up now: NoProc
+        if nothing holds it); cancelling it abandons the call."""
+        timeout = self.config.call_timeout if timeout is None else timeout
+        try:
+            pid = target if type(target) is Pid else pid_or_noproc(self._resolve(target), target)  # type: ignore[arg-type]
+        except NoProc as exc:
+            failed: asyncio.Future[Any] = self._loop.create_future()
+            failed.set_exception(exc)
+            return failed
+        return self._call_router().request(pid, request, timeout)
+
     def cast(self, target: Pid | str, request: Any) -> None:
         """Send a request that expects no reply; never waits, never fails (like send)."""
         self.send(target, (gen_server.CAST, request))

@@ -397,52 +397,13 @@ class CallRouter(Process):
         _set_ref_node(ref, node.name)
         _set_ref_id(ref, next(node._refs))
         _set_ref_creation(ref, node.creation)
-        waiting: asyncio.Future[Any]
         try:
-            server: Process | Pid
-            if target.node == node.name:
-                local = node._procs.get(target.id) if target.creation == node.creation else None
-                if local is None:
-                    raise _call_failed(target, NOPROC)
-                server = local
-                local.callers += 1  # the implicit monitor (see `server_exited`)
-                mailbox = local._mailbox
-                if mailbox is not None and type(local) is Process:
-                    # `local.deliver` inlined (a server's process is a plain one, and its
-                    # mailbox exists once it has taken a message): a call less per call.
-                    mailbox.append((CALL, (self.pid, ref), request))
-                    local.received += 1
-                    wake = local._waiter
-                    if wake is not None:
-                        local._waiter = None
-                        if not wake.done():
-                            wake.set_result(True)
-                else:
-                    local.deliver((CALL, (self.pid, ref), request))
-            else:
-                dist = node._dist
-                failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
-                if failed is not None:
-                    raise _call_failed(target, failed)
-                server = target
-            waiting = loop.create_future()
-            deadline = started + timeout
-            calls = self._calls
-            if not calls:
-                self._ordered = True
-            elif deadline < self._last_deadline:
-                self._ordered = False
-            calls[ref.id] = (waiting, deadline, server, timeout, ref)
-            self._last_deadline = deadline
-            if self._timer is None or deadline < self._timer_at:
-                self._arm(deadline)
+            waiting = self._send(target, request, timeout, started, ref)
             try:
                 return await waiting
             except BaseException:
                 # Cancelled while waiting: the call is abandoned, its monitor with it.
-                entry = self._calls.pop(ref.id, None)
-                if entry is not None:
-                    self._forget(entry, None)
+                self._abandon(ref.id)
                 raise
         finally:
             latency = node._call_latency
@@ -451,6 +412,81 @@ class CallRouter(Process):
                 elapsed = loop.time() - started
                 latency.counts[bisect_left(latency.bounds, elapsed)] += 1
                 latency.sum += elapsed
+
+    def request(self, target: Pid, request: Any, timeout: float) -> asyncio.Future[Any]:
+        """Send `request` to the GenServer `target` now; the future of its reply (OTP's
+        `gen_server:send_request`). It fails as `call` raises; cancelling it abandons
+        the call. No coroutine or task per call: many can be in flight from one task."""
+        node = self.node
+        ref = _new_ref(Ref)
+        _set_ref_node(ref, node.name)
+        _set_ref_id(ref, next(node._refs))
+        _set_ref_creation(ref, node.creation)
+        try:
+            waiting = self._send(target, request, timeout, node._loop.time(), ref)
+        except NoProc as exc:
+            waiting = node._loop.create_future()
+            waiting.set_exception(exc)
+            return waiting
+        ref_id = ref.id
+
+        def abandon_if_cancelled(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                self._abandon(ref_id)
+
+        waiting.add_done_callback(abandon_if_cancelled)
+        return waiting
+
+    def _abandon(self, ref_id: int) -> None:
+        """Drop a waiting call whose caller gave up, and its implicit monitor."""
+        entry = self._calls.pop(ref_id, None)
+        if entry is not None:
+            self._forget(entry, None)
+
+    def _send(
+        self, target: Pid, request: Any, timeout: float, started: float, ref: Ref
+    ) -> asyncio.Future[Any]:
+        """Deliver the call (with its implicit monitor) and register it: its future.
+        Raises NoProc if it cannot be delivered."""
+        node = self.node
+        server: Process | Pid
+        if target.node == node.name:
+            local = node._procs.get(target.id) if target.creation == node.creation else None
+            if local is None:
+                raise _call_failed(target, NOPROC)
+            server = local
+            local.callers += 1  # the implicit monitor (see `server_exited`)
+            mailbox = local._mailbox
+            if mailbox is not None and type(local) is Process:
+                # `local.deliver` inlined (a server's process is a plain one, and its
+                # mailbox exists once it has taken a message): a call less per call.
+                mailbox.append((CALL, (self.pid, ref), request))
+                local.received += 1
+                wake = local._waiter
+                if wake is not None:
+                    local._waiter = None
+                    if not wake.done():
+                        wake.set_result(True)
+            else:
+                local.deliver((CALL, (self.pid, ref), request))
+        else:
+            dist = node._dist
+            failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
+            if failed is not None:
+                raise _call_failed(target, failed)
+            server = target
+        waiting = node._loop.create_future()
+        deadline = started + timeout
+        calls = self._calls
+        if not calls:
+            self._ordered = True
+        elif deadline < self._last_deadline:
+            self._ordered = False
+        calls[ref.id] = (waiting, deadline, server, timeout, ref)
+        self._last_deadline = deadline
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+        return waiting
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
