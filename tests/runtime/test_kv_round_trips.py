@@ -129,3 +129,21 @@ async def test_a_get_returns_at_r_while_a_replica_is_paused_and_repairs_it_after
     assert stores[asked].stats()["repairs"] == 1
     assert not s.fanout.waiting
     assert stores[other].vnodes.held(key).values() == ["new"]
+
+
+@pytest.mark.zmesh_nodes(5)
+async def test_a_put_whose_asked_replica_is_paused_is_acknowledged_by_the_other(
+    zmesh_cluster: Cluster,
+) -> None:
+    c = zmesh_cluster
+    stores = await open_all(c)
+    s = stores["n1"]
+    key = key_where(s, local=True)
+    asked, spare = [n for n in s.key_to_nodes(key) if n != "n1"]  # acknowledges first: `asked`
+    await c.pause(asked)
+    await s.put(key, "v", w=2)  # n1's own and, once `asked` is late, `spare`'s
+    assert asked in c["n1"].nodes()  # acknowledged before the pause was even noticed
+    assert stores[spare].vnodes.held(key).values() == ["v"]
+    await c.resume(asked)
+    await wait_until(lambda: stores[asked].vnodes.held(key).values() == ["v"], 5)
+    await wait_until(lambda: not s.fanout.waiting, 5)
