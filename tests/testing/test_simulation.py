@@ -233,18 +233,24 @@ def test_a_non_transitive_partition_cuts_one_link_only() -> None:
     assert run_simulation(scenario, n=3) == [["n3"], ["n3"], ["n1", "n2"]]
 
 
+async def contest_one_name(sim: Simulation) -> tuple[list[str], set[Any]]:
+    """Every node registers the same name (the cluster being partitioned), then the heal:
+    the registry's problems and the owners the nodes see."""
+    for name in sim.names:
+        node = sim[name]
+        await node.register("contested", node.spawn(app.idle))
+    await sim.heal()
+    await sim.settle()
+    await asyncio.sleep(1.0)
+    return registry_problems(sim), {sim[n].whereis("contested") for n in sim.names}
+
+
 def test_skewed_clocks_still_agree_on_one_owner_per_name() -> None:
     async def scenario(sim: Simulation) -> Any:
         spread = {round(sim[n].env.wall_time() - sim.now() - 1_767_225_600.0, 6) for n in sim.names}
         await sim.partition(["n1", "n2"], ["n3", "n4"])
         await sim.settle()
-        for name in sim.names:
-            node = sim[name]
-            await node.register("contested", node.spawn(app.idle))
-        await sim.heal()
-        await sim.settle()
-        await asyncio.sleep(1.0)
-        return len(spread), registry_problems(sim), {sim[n].whereis("contested") for n in sim.names}
+        return (len(spread), *await contest_one_name(sim))
 
     distinct, problems, owners = run_simulation(scenario, n=4, seed=3, skew=30.0)
     assert distinct == 4
@@ -275,13 +281,7 @@ def test_drifting_clocks_still_agree_on_one_owner_per_name() -> None:
         await sim.settle()
         await asyncio.sleep(60.0)  # at 1% drift the clocks are now up to 1.2 s apart
         spread = [sim.clock_offset(n) for n in sim.names]
-        for name in sim.names:
-            node = sim[name]
-            await node.register("contested", node.spawn(app.idle))
-        await sim.heal()
-        await sim.settle()
-        await asyncio.sleep(1.0)
-        return spread, registry_problems(sim), {sim[n].whereis("contested") for n in sim.names}
+        return (spread, *await contest_one_name(sim))
 
     spread, problems, owners = run_simulation(scenario, n=4, seed=5, drift=0.01)
     assert max(spread) - min(spread) > 0.1
