@@ -418,10 +418,7 @@ class CallRouter(Process):
         `gen_server:send_request`). It fails as `call` raises; cancelling it abandons
         the call. No coroutine or task per call: many can be in flight from one task."""
         node = self.node
-        ref = _new_ref(Ref)
-        _set_ref_node(ref, node.name)
-        _set_ref_id(ref, next(node._refs))
-        _set_ref_creation(ref, node.creation)
+        ref = new_ref(node.name, next(node._refs), node.creation)
         try:
             waiting = self._send(target, request, timeout, node._loop.time(), ref)
         except NoProc as exc:
