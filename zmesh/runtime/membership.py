@@ -199,9 +199,10 @@ class Membership:
             self._notify("down", peer)
 
     def cut_off(self, peer: Peer, reason: object) -> None:
-        """Drop a session the peer still holds (its key was revoked): tell it with a BYE,
-        which gets `_CUT_OFF_LINGER` to leave, so it sees us down at once instead of
-        after `stall_after` (ZeroMQ still answers its PINGs)."""
+        """Drop a session the peer still holds (its key was revoked, or it said BYE and
+        waits for ours): tell it with a BYE, which gets `_CUT_OFF_LINGER` to leave, so
+        it sees us down at once instead of after `stall_after` (ZeroMQ still answers
+        its PINGs)."""
         if peer.up:
             self._dist.emit(peer, Kind.BYE)
             peer.link.close(_CUT_OFF_LINGER)
@@ -265,9 +266,7 @@ class Membership:
                 self._byes_answered.set()
             return
         # Answer, so the leaver knows we read everything it sent before its goodbye.
-        dist.emit(peer, Kind.BYE)
-        peer.link.close(_CUT_OFF_LINGER)
-        self.forget(peer, NOCONNECTION)
+        self.cut_off(peer, NOCONNECTION)
 
     # -- timers ---------------------------------------------------------------------------------
 
