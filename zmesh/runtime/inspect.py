@@ -15,7 +15,7 @@ import heapq
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
@@ -162,7 +162,7 @@ class Inspector:
             "loop_lag": self.lag,
             "nodes": node.nodes(),
             "peer_addresses": addresses,
-            "processes": process_rows(node, busiest(node._listed(), INFO_PROCESS_ROWS)),
+            "processes": list(process_rows(node, busiest(node._listed(), INFO_PROCESS_ROWS))),
             "registered": registry.registered() if registry is not None else [],
             "ring": (
                 {"weights": ring.weights, "vnodes": ring.vnodes} if ring is not None else None
@@ -192,7 +192,7 @@ def process_page(node: Node, body: Any, budget: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     size = 0
     index = body
-    for row in process_rows(node, procs[body:]):
+    for row in process_rows(node, procs[body:]):  # made one by one: only the page's
         size += len(msgpack.packb(row))
         if rows and size > budget:
             break
@@ -204,7 +204,7 @@ def process_page(node: Node, body: Any, budget: int) -> dict[str, Any]:
 async def all_process_rows(node: Node, target: str, timeout: float | None) -> list[dict[str, Any]]:
     """Every process row of node `target`, asked for page by page (see `process_page`)."""
     if target == node.name:
-        return process_rows(node, node._listed())
+        return list(process_rows(node, node._listed()))
     dist = node._need_dist()
     rows: list[dict[str, Any]] = []
     start: int | None = 0
@@ -215,32 +215,29 @@ async def all_process_rows(node: Node, target: str, timeout: float | None) -> li
     return rows
 
 
-def process_rows(node: Node, procs: list[Process]) -> list[dict[str, Any]]:
-    """One row per process of `procs`: node, pid, name, function, messages (queued),
-    received (delivered so far), links, monitors (held), monitored_by."""
+def process_rows(node: Node, procs: list[Process]) -> Iterator[dict[str, Any]]:
+    """One row per process of `procs`, made as it is taken: node, pid, name, function,
+    messages (queued), received (delivered so far), links, monitors (held),
+    monitored_by."""
     names: dict[Any, str] = {}
     for name in node.registered():
         pid = node.whereis(name)
         if pid is not None and pid.node == node.name:
             names.setdefault(pid, name)
     me = node.name
-    rows = []
     for proc in procs:
         pid = proc.pid
-        rows.append(
-            {
-                "node": me,
-                "pid": str(pid),
-                "name": names.get(pid),
-                "function": describe(proc),
-                "messages": proc.pending(),
-                "received": proc.received,
-                "links": len(proc.links) if proc.links else 0,
-                "monitors": len(proc.monitors) if proc.monitors else 0,
-                "monitored_by": len(proc.watchers) if proc.watchers else 0,
-            }
-        )
-    return rows
+        yield {
+            "node": me,
+            "pid": str(pid),
+            "name": names.get(pid),
+            "function": describe(proc),
+            "messages": proc.pending(),
+            "received": proc.received,
+            "links": len(proc.links) if proc.links else 0,
+            "monitors": len(proc.monitors) if proc.monitors else 0,
+            "monitored_by": len(proc.watchers) if proc.watchers else 0,
+        }
 
 
 def describe(proc: Process) -> str:
