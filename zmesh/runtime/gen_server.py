@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from bisect import bisect_left
 from collections.abc import Callable
 from types import CoroutineType
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from zmesh.runtime.node import Node
 
 log = logging.getLogger("zmesh.gen_server")
+#: Made directly, not by `loop.create_future()`: a Python call less on asyncio's loop.
+_Future: Final = asyncio.Future
 
 CALL: Final = "$gen_call"
 CAST: Final = "$gen_cast"
@@ -38,7 +41,7 @@ RESTORE: Final = "$zmesh.restore"
 #: A call request the engine answers True without the hooks: proof that `init` is done.
 PING: Final = "$zmesh.ping"
 _ENGINE_TUPLES: Final = (STOP, RESTORE)
-_ENGINE_STRS: Final = (HANDOFF, PING)
+_ENGINE_STRS: Final = frozenset((HANDOFF, PING))
 
 
 class _NoReply:
@@ -188,19 +191,19 @@ async def serve(
     if starter is not None:
         node.send(starter, ("$gen_init", proc.pid, True, None))
     reason: object = NORMAL
-    create_future = node._loop.create_future
+    loop = node._loop
     try:
         while True:
             mailbox = proc._mailbox
             if not mailbox:
                 # `proc.receive()` inlined (the server takes every message in order): one
                 # coroutine less per message. `deliver` wakes the waiter; a kill cancels.
-                waiter = proc._waiter = create_future()
+                waiter = proc._waiter = _Future(loop=loop)
                 await waiter
                 continue
             message = mailbox.popleft()
-            if type(message) is tuple and message and message[0] == CALL and len(message) == 3:
-                (caller_pid, ref), request = message[1], message[2]
+            if type(message) is tuple and len(message) == 3 and message[0] == CALL:
+                _, (caller_pid, ref), request = message
                 if (type(request) is str and request in _ENGINE_STRS) or (
                     type(request) is tuple and request and request[0] in _ENGINE_TUPLES
                 ):
@@ -214,16 +217,15 @@ async def serve(
                     if router is not None and caller_pid is router.pid:
                         # `reply` and `router.answer` inlined for the usual local call:
                         # made to this very server (not forwarded), still waiting.
-                        calls = router._calls
-                        entry = calls.get(ref.id)
-                        if entry is not None and entry[2] is proc:
-                            del calls[ref.id]
-                            proc.callers -= 1
-                            waiting = entry[0]
-                            if not waiting.done():
-                                waiting.set_result(result)
-                        else:
-                            router.answer(ref.id, result, None)
+                        entry = router._calls.pop(ref.id, None)
+                        if entry is not None:
+                            if entry[2] is proc:
+                                proc.callers -= 1
+                                waiting = entry[0]
+                                if not waiting.done():
+                                    waiting.set_result(result)
+                            else:
+                                router.settle(entry, result, None)
                     else:
                         reply(node, caller_pid, ref, result)
             elif type(message) is tuple and len(message) == 2 and message[0] == CAST:
@@ -298,7 +300,7 @@ class CallRouter(Process):
     wire carries only the router's and the ref's numbers (both are of the calling node).
     """
 
-    __slots__ = ("_calls", "_last_deadline", "_ordered", "_timer", "_timer_at")
+    __slots__ = ("_calls", "_clock", "_last_deadline", "_ordered", "_timer", "_timer_at")
 
     def __init__(self, node: Node, pid: Pid) -> None:
         super().__init__(node, pid)
@@ -311,6 +313,11 @@ class CallRouter(Process):
         # the first waiting calls are the first due, and expiry stops at the first not due.
         self._ordered = True
         self._last_deadline = 0.0
+        #: `loop.time`, or the `time.monotonic` it returns on a plain asyncio loop (a
+        #: Python call less, twice per call).
+        loop = node._loop
+        plain = type(loop).time is asyncio.BaseEventLoop.time
+        self._clock: Callable[[], float] = time.monotonic if plain else loop.time
 
     def deliver(self, message: object) -> None:
         if type(message) is tuple and len(message) == 2 and type(message[0]) is Ref:
@@ -359,8 +366,11 @@ class CallRouter(Process):
         waiting); `via` is the node the reply came from (None: a local or plain message),
         see `call_done`."""
         entry = self._calls.pop(ref_id, None)
-        if entry is None:
-            return
+        if entry is not None:
+            self.settle(entry, value, via)
+
+    def settle(self, entry: _Call, value: object, via: str | None) -> None:
+        """Hand `value` to the call `entry`, taken out of the waiting calls."""
         server = entry[2]
         if type(server) is not Pid:
             server.callers -= 1  # type: ignore[union-attr]
@@ -391,25 +401,54 @@ class CallRouter(Process):
         """Send `request` to the GenServer `target` and wait for its reply (see
         `Node.call` for what it raises)."""
         node = self.node
-        loop = node._loop
-        started = loop.time()
+        clock = self._clock
+        started = clock()
         ref = _new_ref(Ref)  # `node.make_ref()` inlined: half the cost, once per call
         _set_ref_node(ref, node.name)
-        _set_ref_id(ref, next(node._refs))
+        _set_ref_id(ref, ref_id := next(node._refs))
         _set_ref_creation(ref, node.creation)
         try:
-            waiting = self._send(target, request, timeout, started, ref)
+            local = node._procs.get(target.id) if target.node == node.name else None
+            if (
+                local is not None
+                and type(local) is Process
+                and local._mailbox is not None
+                and target.creation == node.creation
+            ):
+                # `_send` inlined for the usual local call (a plain server's process whose
+                # mailbox exists once it has taken a message): two calls less per call.
+                local.callers += 1  # the implicit monitor (see `server_exited`)
+                local._mailbox.append((CALL, (self.pid, ref), request))
+                local.received += 1
+                wake = local._waiter
+                if wake is not None:
+                    local._waiter = None
+                    if not wake.done():
+                        wake.set_result(True)
+                waiting: asyncio.Future[Any] = _Future(loop=node._loop)
+                deadline = started + timeout
+                calls = self._calls
+                if not calls:
+                    self._ordered = True
+                elif deadline < self._last_deadline:
+                    self._ordered = False
+                calls[ref_id] = (waiting, deadline, local, timeout, ref)
+                self._last_deadline = deadline
+                if self._timer is None or deadline < self._timer_at:
+                    self._arm(deadline)
+            else:
+                waiting = self._send(target, request, timeout, started, ref)
             try:
                 return await waiting
             except BaseException:
                 # Cancelled while waiting: the call is abandoned, its monitor with it.
-                self._abandon(ref.id)
+                self._abandon(ref_id)
                 raise
         finally:
             latency = node._call_latency
             if latency is not None:
                 # `Histogram.observe` inlined (a bisect and a sum): no call per call.
-                elapsed = loop.time() - started
+                elapsed = clock() - started
                 latency.counts[bisect_left(latency.bounds, elapsed)] += 1
                 latency.sum += elapsed
 
@@ -453,26 +492,14 @@ class CallRouter(Process):
                 raise _call_failed(target, NOPROC)
             server = local
             local.callers += 1  # the implicit monitor (see `server_exited`)
-            mailbox = local._mailbox
-            if mailbox is not None and type(local) is Process:
-                # `local.deliver` inlined (a server's process is a plain one, and its
-                # mailbox exists once it has taken a message): a call less per call.
-                mailbox.append((CALL, (self.pid, ref), request))
-                local.received += 1
-                wake = local._waiter
-                if wake is not None:
-                    local._waiter = None
-                    if not wake.done():
-                        wake.set_result(True)
-            else:
-                local.deliver((CALL, (self.pid, ref), request))
+            local.deliver((CALL, (self.pid, ref), request))
         else:
             dist = node._dist
             failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
             if failed is not None:
                 raise _call_failed(target, failed)
             server = target
-        waiting = node._loop.create_future()
+        waiting: asyncio.Future[Any] = _Future(loop=node._loop)
         deadline = started + timeout
         calls = self._calls
         if not calls:
