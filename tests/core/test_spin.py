@@ -63,6 +63,25 @@ def test_the_state_stays_bounded_and_a_catch_spins_the_next_frame(events: list[s
     assert backoff.should_spin()
 
 
+@given(
+    st.lists(st.booleans(), max_size=20),
+    st.floats(0, 0.01),
+    st.floats(1e-6, 0.01),
+)
+def test_an_unspun_answer_within_the_window_counts_as_a_catch(
+    outcomes: list[bool], delay: float, window: float
+) -> None:
+    backoff = SpinBackoff()
+    for caught in outcomes:  # any history of catches and misses
+        backoff.caught() if caught else backoff.missed()
+    before = (backoff.misses, backoff.skip)
+    backoff.answered(delay, window)
+    if delay <= window:  # a spin would have caught it: the next lone frame spins
+        assert (backoff.misses, backoff.skip) == (0, 0) and backoff.should_spin()
+    else:  # too late for a spin to have paid: the backoff stands
+        assert (backoff.misses, backoff.skip) == before
+
+
 def test_a_negative_cap_is_refused() -> None:
     with pytest.raises(ValueError, match="max_misses"):
         SpinBackoff(-1)

@@ -158,8 +158,9 @@ class Signals:
             return NOCONNECTION
         if peer.creation != target.creation:
             return NOPROC
+        payload = dist.codec.encode(request)
         peer.link.enqueue(
-            call_envelope(target.id, target.creation, caller.id, ref.id, dist.codec.encode(request))
+            call_envelope(target.id, target.creation, caller.id, ref.id, payload), awaits="reply"
         )
         peer.messages_out += 1
         return None
@@ -192,7 +193,7 @@ class Signals:
         else:  # a tag the caller's node did not make (the call protocol used by hand)
             payload = dist.codec.encode((ref, value))
             data = send_envelope(caller.id, caller.creation, payload)
-        peer.link.enqueue(data)
+        peer.link.enqueue(data, awaits="nothing")
         peer.messages_out += 1
 
     # -- inbound --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from zmesh.core.protocol import frame
-from zmesh.core.spin import SpinBackoff
+from zmesh.core.spin import Awaits, SpinBackoff
 from zmesh.errors import ConfigError, QueueFull
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.curve import ZAP_DOMAIN, AllowList, KeyPair, ZapHandler
@@ -68,7 +68,7 @@ class OutLink(Protocol):
 
     def poll(self) -> None: ...
 
-    def enqueue(self, envelope: bytes, urgent: bool = True) -> None: ...
+    def enqueue(self, envelope: bytes, urgent: bool = True, awaits: Awaits = "maybe") -> None: ...
     def close(self, linger: float = 0.0) -> None: ...
 
 
@@ -121,9 +121,12 @@ class ZmqTransport:
         self._drain_scheduled = False
         # Busy-polling for an answer after a lone frame left (see `spin`).
         self._spin_for = config.busy_poll
-        self._spin_backoff = SpinBackoff()
+        self._spin_backoff = SpinBackoff()  # after a message
+        self._call_backoff = SpinBackoff()  # after a call
+        self._spun_by = self._spin_backoff  # the backoff of the spin under way
         self._spinning = False
         self._spin_until = 0.0  # 0.0 once a frame came
+        self._skipped_at = 0.0  # when a call's frame left without a spin; 0.0 once answered
         #: Spins started, and those that caught a frame (inspection, tests).
         self.spins = 0
         self.spins_caught = 0
@@ -211,6 +214,8 @@ class ZmqTransport:
                 return
             if self._spin_until:
                 self._caught()
+            elif self._skipped_at:
+                self._answered_unspun()
             try:
                 on_frame(identity, parts, user)
             except Exception:
@@ -223,14 +228,21 @@ class ZmqTransport:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
 
-    def spin(self) -> None:
-        """A lone frame just left: poll the ROUTER for up to `NodeConfig.busy_poll`
-        seconds, once per loop iteration, for its answer (see zmesh/core/spin.py).
+    def spin(self, awaits: Awaits = "maybe") -> None:
+        """A lone frame just left, owed `awaits` back: poll the ROUTER for up to
+        `NodeConfig.busy_poll` seconds, once per loop iteration, for its answer (see
+        zmesh/core/spin.py).
 
         The poll is a callback that queues itself again, so the selector does not sleep
         meanwhile and every other ready callback still runs between two polls."""
-        if self._spin_for is None or not self._spin_backoff.should_spin():
+        if self._spin_for is None or awaits == "nothing":
             return
+        backoff = self._call_backoff if awaits == "reply" else self._spin_backoff
+        if not backoff.should_spin():
+            if awaits == "reply":
+                self._skipped_at = self._loop.time()
+            return
+        self._spun_by = backoff
         self._spin_until = self._loop.time() + self._spin_for
         if not self._spinning:
             self._spinning = True
@@ -240,8 +252,16 @@ class ZmqTransport:
     def _caught(self) -> None:
         """A frame came while spinning: the spin paid (its next poll ends it)."""
         self._spin_until = 0.0
+        self._skipped_at = 0.0
         self.spins_caught += 1
-        self._spin_backoff.caught()
+        self._spun_by.caught()
+
+    def _answered_unspun(self) -> None:
+        """A frame came after a call's frame that left without a spin: the calls spin
+        again if a spin would have caught it (see zmesh/core/spin.py)."""
+        delay = self._loop.time() - self._skipped_at
+        self._skipped_at = 0.0
+        self._call_backoff.answered(delay, self._spin_for or 0.0)
 
     def _spin(self) -> None:
         router = self._router
@@ -258,7 +278,7 @@ class ZmqTransport:
         else:
             self._spinning = False
             self._spin_until = 0.0
-            self._spin_backoff.missed()
+            self._spun_by.missed()
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -374,12 +394,13 @@ class ZmqLink:
     def __repr__(self) -> str:
         return f"<ZmqLink {self.address} queued={self._queued}>"
 
-    def enqueue(self, envelope: bytes, urgent: bool = True) -> None:
+    def enqueue(self, envelope: bytes, urgent: bool = True, awaits: Awaits = "maybe") -> None:
         """Queue `envelope`; raise QueueFull when the peer is this far behind.
 
         The first urgent envelope (a message) since the transport last read or flushed
-        leaves at once, with the signals queued before it; anything else waits for the
-        end of the loop iteration and shares a frame with what follows.
+        leaves at once, with the signals queued before it, followed by a spin for what
+        it `awaits` (see `ZmqTransport.spin`); anything else waits for the end of the loop
+        iteration and shares a frame with what follows.
         """
         if self.closed:
             return
@@ -416,7 +437,7 @@ class ZmqLink:
                     self._queued -= self._outbox_bytes
                     self._outbox = []
                     self._outbox_bytes = 0
-                transport.spin()  # its answer is likely on the way
+                transport.spin(awaits)  # its answer is likely on the way
                 return
         if not self._dirty:
             self._dirty = True

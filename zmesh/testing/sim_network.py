@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any
 
 from zmesh.core.protocol import frame
+from zmesh.core.spin import Awaits
 from zmesh.errors import ConfigError, QueueFull
 from zmesh.runtime.config import NodeConfig
 from zmesh.runtime.transport import Faults, FrameHandler, LostHandler
@@ -247,8 +248,9 @@ class SimLink:
     def __repr__(self) -> str:
         return f"<SimLink {self._transport.address}->{self.address} seq={self._seq}>"
 
-    def enqueue(self, envelope: bytes, urgent: bool = True) -> None:
-        """Queue `envelope` for the next frame; QueueFull when too much is queued."""
+    def enqueue(self, envelope: bytes, urgent: bool = True, awaits: Awaits = "maybe") -> None:
+        """Queue `envelope` for the next frame; QueueFull when too much is queued (no
+        spin here: `awaits` is for a real socket's busy-poll)."""
         if self.closed:
             return
         if self._queued > self._transport.config.max_outbox_bytes:
