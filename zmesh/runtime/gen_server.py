@@ -366,11 +366,20 @@ class CallRouter(Process):
         waiting); `via` is the node the reply came from (None: a local or plain message),
         see `call_done`."""
         entry = self._calls.pop(ref_id, None)
-        if entry is not None:
-            self.settle(entry, value, via)
+        if entry is None:
+            return
+        server = entry[2]
+        if type(server) is not Pid:
+            server.callers -= 1  # type: ignore[union-attr]
+        elif via != server.node:  # a reply from the server's node ended its monitor there
+            self._forget(entry, via)
+        waiting = entry[0]
+        if not waiting.done():
+            waiting.set_result(value)
 
     def settle(self, entry: _Call, value: object, via: str | None) -> None:
-        """Hand `value` to the call `entry`, taken out of the waiting calls."""
+        """Hand `value` to the call `entry`, taken out of the waiting calls (`answer`
+        inlines this: once per remote reply)."""
         server = entry[2]
         if type(server) is not Pid:
             server.callers -= 1  # type: ignore[union-attr]
@@ -408,36 +417,43 @@ class CallRouter(Process):
         _set_ref_id(ref, ref_id := next(node._refs))
         _set_ref_creation(ref, node.creation)
         try:
-            local = node._procs.get(target.id) if target.node == node.name else None
-            if (
-                local is not None
-                and type(local) is Process
-                and local._mailbox is not None
-                and target.creation == node.creation
-            ):
-                # `_send` inlined for the usual local call (a plain server's process whose
-                # mailbox exists once it has taken a message): two calls less per call.
+            # `_send` inlined (a call less per call), with `local.deliver` for a plain
+            # server's process whose mailbox exists (it has taken a message).
+            server: Process | Pid
+            if target.node == node.name:
+                local = node._procs.get(target.id) if target.creation == node.creation else None
+                if local is None:
+                    raise _call_failed(target, NOPROC)
                 local.callers += 1  # the implicit monitor (see `server_exited`)
-                local._mailbox.append((CALL, (self.pid, ref), request))
-                local.received += 1
-                wake = local._waiter
-                if wake is not None:
-                    local._waiter = None
-                    if not wake.done():
-                        wake.set_result(True)
-                waiting: asyncio.Future[Any] = _Future(loop=node._loop)
-                deadline = started + timeout
-                calls = self._calls
-                if not calls:
-                    self._ordered = True
-                elif deadline < self._last_deadline:
-                    self._ordered = False
-                calls[ref_id] = (waiting, deadline, local, timeout, ref)
-                self._last_deadline = deadline
-                if self._timer is None or deadline < self._timer_at:
-                    self._arm(deadline)
+                mailbox = local._mailbox
+                if mailbox is not None and type(local) is Process:
+                    mailbox.append((CALL, (self.pid, ref), request))
+                    local.received += 1
+                    wake = local._waiter
+                    if wake is not None:
+                        local._waiter = None
+                        if not wake.done():
+                            wake.set_result(True)
+                else:
+                    local.deliver((CALL, (self.pid, ref), request))
+                server = local
             else:
-                waiting = self._send(target, request, timeout, started, ref)
+                dist = node._dist
+                failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
+                if failed is not None:
+                    raise _call_failed(target, failed)
+                server = target
+            waiting: asyncio.Future[Any] = _Future(loop=node._loop)
+            deadline = started + timeout
+            calls = self._calls
+            if not calls:
+                self._ordered = True
+            elif deadline < self._last_deadline:
+                self._ordered = False
+            calls[ref_id] = (waiting, deadline, server, timeout, ref)
+            self._last_deadline = deadline
+            if self._timer is None or deadline < self._timer_at:
+                self._arm(deadline)
             try:
                 return await waiting
             except BaseException:
