@@ -7,6 +7,11 @@ echo server sent every request before any reply is read for the pipelined calls
 (`--in-flight` calls to one GenServer at once: each its own task, as `asyncio.gather`
 runs them, and then as many `node.send_request` futures from one task).
 
+Two floors of the event loop itself, measured in the same run, show zmesh's own share:
+for the local call, two tasks handing a future back and forth (no zmesh); for the
+pipelined calls, as many tasks gathered, each awaiting a future that another task
+resolves a loop iteration later (no I/O, no zmesh).
+
     python scripts/bench_calls.py [--calls 20000] [--remote-calls 5000] [--in-flight 20000]
                                   [--repeat 3] [--uvloop]
 """
@@ -36,6 +41,61 @@ async def timed_calls(node: zmesh.Node, pid: zmesh.Pid, n: int) -> list[float]:
         await node.call(pid, "inc")
         samples.append(time.perf_counter() - t)
     return samples
+
+
+async def future_ping_pong(n: int) -> list[float]:
+    """The local call's floor: a task hands a future to a server task and awaits it."""
+    loop = asyncio.get_running_loop()
+    inbox: list[asyncio.Future[int]] = []
+    wake: list[asyncio.Future[None]] = []
+
+    async def server() -> None:
+        while True:
+            waiter = loop.create_future()
+            wake.append(waiter)
+            await waiter
+            inbox.pop().set_result(1)
+
+    serving = loop.create_task(server())
+    await asyncio.sleep(0)
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        reply = loop.create_future()
+        inbox.append(reply)
+        wake.pop().set_result(None)
+        await reply
+        samples.append(time.perf_counter() - t)
+    serving.cancel()
+    return samples
+
+
+async def gathered_tasks(n: int) -> float:
+    """The pipelined calls' floor: `n` tasks gathered, each awaiting a future that
+    another task resolves (all of them) a loop iteration later. Tasks per second."""
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[int]] = []
+
+    async def one() -> int:
+        reply = loop.create_future()
+        waiting.append(reply)
+        return await reply
+
+    async def resolver() -> None:
+        while True:
+            await asyncio.sleep(0)
+            due = waiting[:]
+            waiting.clear()
+            for reply in due:
+                reply.set_result(1)
+
+    resolving = loop.create_task(resolver())
+    await asyncio.gather(*(one() for _ in range(1000)))  # warm up
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    rate = n / (time.perf_counter() - start)
+    resolving.cancel()
+    return rate
 
 
 async def local_calls(n: int) -> list[float]:
@@ -94,14 +154,18 @@ def main() -> None:
     args = parser.parse_args()
     uv = args.uvloop
     with stages(2 * args.repeat + 1, "calls") as step:
-        local = [run(local_calls(args.calls), uv) for _ in each(range(args.repeat), step, "local")]
-        raw_rt, remote, raw_pipe, pipe = [], [], [], []
+        local, floor = [], []
+        for _ in each(range(args.repeat), step, "local"):  # alternated with the floor
+            floor.append(run(future_ping_pong(args.calls), uv))
+            local.append(run(local_calls(args.calls), uv))
+        raw_rt, remote, raw_pipe, pipe, floor_pipe = [], [], [], [], []
         far, address = start_far_node(uv)
         try:
             for _ in each(range(args.repeat), step, "remote"):  # alternated, as in bench_remote
                 raw_rt.append(raw("pingpong", args.remote_calls))
                 remote.append(run(remote_calls(address, args.remote_calls), uv))
                 raw_pipe.append(raw("pipelined", args.in_flight))
+                floor_pipe.append(run(gathered_tasks(args.in_flight), uv))
                 pipe.append(run(pipelined_calls(address, args.in_flight), uv))
         finally:
             far.terminate()
@@ -124,6 +188,7 @@ def main() -> None:
     print(f"GenServer calls and restarts ({loop}; median of {args.repeat} runs)")
     print(f"{'figure':42} {'value':>10} {'raw pyzmq':>10} {'ratio':>7}  target")
     print(f"{'local call median (us)':42} {med(local):10.1f} {'':>10} {'':>7}  {local_target}")
+    print(f"{'  floor: future ping-pong of two tasks (us)':42} {med(floor):10.1f}")
     print(f"{'local call p99 (us)':42} {p99(local):10.1f}")
     print(f"{'local calls per second (sequential)':42} {1e6 / med(local):10,.0f}")
     print(
@@ -135,6 +200,8 @@ def main() -> None:
         f"{f'pipelined remote calls/s ({args.in_flight:,} tasks)':42} {z_pipe:10,.0f} "
         f"{r_pipe:10,.0f} {z_pipe / r_pipe:6.2f}x  >= 100,000/s"
     )
+    z_floor = statistics.median(floor_pipe)
+    print(f"{'  floor: as many tasks gathered, no I/O (/s)':42} {z_floor:10,.0f}")
     print(
         f"{f'pipelined, send_request ({args.in_flight:,} futures)':42} {z_req:10,.0f} "
         f"{r_pipe:10,.0f} {z_req / r_pipe:6.2f}x  >= 100,000/s"
