@@ -45,13 +45,17 @@ def decode_sibling(wire: Any) -> Sibling:
     writer, n, context, value, deleted = wire
     if type(context) is not list or type(deleted) is not bool:
         raise DataError(f"a sibling's context is a list and deleted a bool: {wire!r}")
+    if type(writer) is not str or not writer or type(n) is not int or not 0 < n < _MAX:
+        _writer(writer)
+        _count(n)
+    if not context:  # a first write of the key: nothing to check or sort
+        return Sibling((writer, n), (), TOMBSTONE if deleted else value)
     pairs: dict[str, int] = {}
     for pair in context:
         if type(pair) is not list or len(pair) != 2:
             raise DataError(f"a context entry is [writer, n], got {pair!r}")
         pairs[_writer(pair[0])] = _count(pair[1])
-    vv = tuple(sorted(pairs.items())) if pairs else ()
-    return Sibling((_writer(writer), _count(n)), vv, TOMBSTONE if deleted else value)
+    return Sibling((writer, n), tuple(sorted(pairs.items())), TOMBSTONE if deleted else value)
 
 
 def decode_siblings(wire: Any) -> Siblings:

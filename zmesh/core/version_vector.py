@@ -144,6 +144,23 @@ class Siblings:
         """The merge of two replicas of the key (a new object)."""
         return Siblings([*self._items.values(), *other._items.values()])
 
+    def add(self, sibling: Sibling) -> Siblings:
+        """The merge with one write, ``self.sync(Siblings.of(sibling))`` (a new object).
+
+        The usual overwrite, a write that had read the one sibling held here, takes
+        no general prune: the write alone survives."""
+        items = self._items
+        context = sibling.context
+        if context and len(items) == 1 and sibling.dot not in items:
+            for dot, held in items.items():
+                read = dict(context)
+                if (read.get(dot[0], 0) >= dot[1] and not _covers(read, sibling.dot)
+                        and not _covers(dict(held.context), sibling.dot)):  # fmt: skip
+                    new = Siblings.__new__(Siblings)
+                    new._items = {sibling.dot: sibling}
+                    return new
+        return Siblings([*items.values(), sibling])
+
     def _prune(self) -> None:
         items = self._items
         if len(items) < 2:  # the common case: one write, pruned only by its own context

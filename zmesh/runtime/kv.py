@@ -35,7 +35,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zmesh.core.crdt_wire import check_key
@@ -116,7 +116,7 @@ class KV:
 
     # -- writes ----------------------------------------------------------------
 
-    async def put(
+    def put(
         self,
         key: Key,
         value: Any,
@@ -124,25 +124,26 @@ class KV:
         w: int = 2,
         context: VersionVector | None = None,
         timeout: float | None = None,
-    ) -> None:
-        """Store `value` under `key` on `n` replicas; return once `w` have it.
+    ) -> Coroutine[Any, Any, None]:
+        """Store `value` under `key` on `n` replicas; return once `w` have it (await it).
 
         Raises Unavailable if fewer than `w` applied it within `timeout`,
         KeyTypeError for a bad key, EncodeError for a value the codec cannot carry.
         """
-        await self._write(key, value, w, context, timeout)
+        # The write's own coroutine, not one wrapping it: one frame less per put.
+        return self._write(key, value, w, context, timeout)
 
-    async def delete(
+    def delete(
         self,
         key: Key,
         *,
         w: int = 2,
         context: VersionVector | None = None,
         timeout: float | None = None,
-    ) -> None:
-        """Delete `key`: a tombstone write, replicated like a put, and collected once
-        every member holds it (see `kv_reaper`)."""
-        await self._write(key, TOMBSTONE, w, context, timeout)
+    ) -> Coroutine[Any, Any, None]:
+        """Delete `key` (await it): a tombstone write, replicated like a put, and
+        collected once every member holds it (see `kv_reaper`)."""
+        return self._write(key, TOMBSTONE, w, context, timeout)
 
     async def _write(
         self, key: Key, value: Any, w: int, context: VersionVector | None, timeout: float | None

@@ -84,11 +84,33 @@ def on_batch(sender: str, kv: KV, body: Any) -> None:
     """Apply a ``kv.batch`` from `sender` (the body without the store's name)."""
     if type(body) is not list or len(body) != 1 or type(body[0]) is not list:
         raise DataError(f"kv.batch from {sender} is [store, items], got {body!r}")
+    v = kv.vnodes
+    waiting = kv.fanout.waiting
     for item in body[0]:
         try:
+            # Writes and answers, nearly every item of a busy store, are handled here
+            # without a call per item; `_on_item` checks and handles the rest.
+            if type(item) is list:
+                size = len(item)
+                if size == 5 and item[0] == "w" and type(item[1]) is int:
+                    key = item[2]
+                    if type(key) is not str:
+                        key = v.key(key)
+                    hint_for = item[4]
+                    if hint_for is not None:
+                        check_hint(hint_for)
+                    v.apply(key, decode_sibling(item[3]), hint_for)
+                    if item[1]:
+                        kv.outbox.add(sender, ["a", item[1], True])
+                    continue
+                if size == 3 and item[0] == "a" and type(item[1]) is int:
+                    g = waiting.get(item[1])
+                    if g is not None:
+                        g.add(sender, item[2])
+                    continue
             _on_item(kv, sender, item)
         except DataError as exc:
-            kv.vnodes.refuse(f"kv.batch item from {sender}: {exc}")
+            v.refuse(f"kv.batch item from {sender}: {exc}")
 
 
 def _on_item(kv: KV, sender: str, item: Any) -> None:
@@ -97,16 +119,9 @@ def _on_item(kv: KV, sender: str, item: Any) -> None:
     kind, op = item[0], item[1]
     v = kv.vnodes
     if kind == "w":
-        if len(item) != 5:
-            raise DataError(f"a write is ['w', op, key, sibling, hint_for], got {item!r}")
-        key = item[2] if type(item[2]) is str else v.key(item[2])
-        v.apply(key, decode_sibling(item[3]), check_hint(item[4]))
-        if op:
-            kv.outbox.add(sender, ["a", op, True])
+        raise DataError(f"a write is ['w', op, key, sibling, hint_for], got {item!r}")
     elif kind == "a":
-        if len(item) != 3:
-            raise DataError(f"an answer is ['a', op, answer], got {item!r}")
-        kv.fanout.on_reply(sender, op, item[2])
+        raise DataError(f"an answer is ['a', op, answer], got {item!r}")
     elif kind == "r":
         if len(item) != 4:
             raise DataError(f"a read is ['r', op, key, hint_for], got {item!r}")

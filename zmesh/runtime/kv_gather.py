@@ -77,6 +77,8 @@ class Gather:
         self.spare = spare
         self.ask = ask
         typical = 4 * self._fanout.typical
+        if after < self._fanout.horizon:
+            self._fanout.horizon = after
         self.spare_at = self.started + (typical if typical > after else after)
 
     def tick(self, now: float) -> None:
@@ -140,6 +142,9 @@ class Fanout:
         self.loop = asyncio.get_running_loop()
         self._sweeper: asyncio.TimerHandle | None = None
         self.typical = 0.0  # seconds from start to ready, a moving average
+        # No operation needs the sweep sooner than this after its start (the shortest
+        # timeout or spare delay seen): the sweep looks only at the ones that old.
+        self.horizon = float("inf")
 
     def observe(self, started: float) -> None:
         self.typical += (self.loop.time() - started - self.typical) / 16
@@ -153,6 +158,8 @@ class Fanout:
     ) -> Gather:
         """A new operation expecting answers from `expected` (its id is `.op`)."""
         op = next(self._ids)
+        if timeout < self.horizon:
+            self.horizon = timeout
         g = self.waiting[op] = Gather(self, op, expected, on_answer, on_end, timeout)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
@@ -161,7 +168,14 @@ class Fanout:
     def _sweep(self) -> None:
         self._sweeper = None
         now = self.loop.time()
-        for g in list(self.waiting.values()):
+        # `waiting` is in start order: past the first one too young to be due, none is.
+        oldest = now - self.horizon
+        due = []
+        for g in self.waiting.values():
+            if g.started > oldest:
+                break
+            due.append(g)
+        for g in due:
             g.tick(now)
         if self.waiting:
             self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
@@ -170,11 +184,6 @@ class Fanout:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-
-    def on_reply(self, sender: str, op: Any, payload: Any) -> None:
-        g = self.waiting.get(op) if type(op) is int else None
-        if g is not None:
-            g.add(sender, payload)
 
     def on_down(self, node: str) -> None:
         for g in list(self.waiting.values()):

@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core.crdt_wire import check_key
-from zmesh.core.kv_placement import Target, key_to_partition, partition_nodes, preference_list
+from zmesh.core.kv_placement import Target, partition_nodes, preference_list
 from zmesh.core.kv_wire import decode_siblings, encode_siblings
-from zmesh.core.ring import HashRing, Key
+from zmesh.core.ring import HashRing, Key, hash_key
 from zmesh.core.version_vector import Sibling, Siblings
 from zmesh.errors import DataError, KeyTypeError, ZmeshError
 
@@ -67,7 +67,8 @@ class Vnodes:
             raise DataError(f"bad store key: {exc}") from None
 
     def partition(self, key: Key) -> int:
-        return key_to_partition(key, self.partitions)
+        """`key_to_partition(key, self.partitions)`, inline: every write and read runs it."""
+        return (hash_key(key) * self.partitions) >> 64
 
     def held(self, key: Key, hint_for: str | None = None, part: int | None = None) -> Siblings:
         """This node's sibling set for `key` (as a primary, or the hint for a node);
@@ -114,7 +115,18 @@ class Vnodes:
     def apply(
         self, key: Key, sibling: Sibling, hint_for: str | None, part: int | None = None
     ) -> None:
-        self.merge(key, Siblings.of(sibling), hint_for, part)
+        """Merge one write into what this node holds for `key` (`merge`, with the
+        common case of a primary's replica inline: every write runs it n times)."""
+        if hint_for is not None and hint_for != self.node.name:
+            self.merge(key, Siblings.of(sibling), hint_for, part)
+            return
+        if part is None:
+            part = (hash_key(key) * self.partitions) >> 64
+        table = self.data.get(part)
+        if table is None:
+            table = self.data[part] = {}
+        old = table.get(key)
+        table[key] = Siblings.of(sibling) if old is None else old.add(sibling)
 
     # -- request and cast handlers (bodies without the store name) -------------------------
 

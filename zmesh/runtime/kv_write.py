@@ -34,7 +34,9 @@ class Writes:
 
     def __init__(self, kv: KV) -> None:
         self._kv = kv
-        self._writer = f"{kv.vnodes.node.name}#{kv.vnodes.node.creation}"
+        self._me = kv.vnodes.node.name
+        self._writer = f"{self._me}#{kv.vnodes.node.creation}"
+        self._counts = kv._router.counts
 
     async def forward(
         self,
@@ -103,18 +105,32 @@ class Writes:
         timeout: float,
         part: int | None,
     ) -> Write:
-        v = self._kv.vnodes
+        """Number the write, apply it here and send it to the other targets; the
+        returned Write has a `gather` to wait on unless this node's ack was enough."""
+        kv = self._kv
+        v = kv.vnodes
         if part is None:
             part = v.partition(key)
         targets = v.targets(part)
         if context is None:
             context = v.local_context(key, part)
-        vv = tuple(sorted(context.items())) if context else ()
-        sibling = Sibling(self._next_dot(context), vv, value)
+        # The dot (see `_next_dot`), inline: every put runs it.
+        counts = self._counts
+        n = counts.get(kv.name, 0)
+        if context:
+            seen = context.get(self._writer, 0)
+            if seen > n:
+                n = seen
+            vv = tuple(sorted(context.items()))
+        else:
+            vv = ()
+        n += 1
+        counts[kv.name] = n
+        sibling = Sibling((self._writer, n), vv, value)
         if value is TOMBSTONE:
-            self._kv.reaper.deleted(key)
-        me = self._kv.vnodes.node.name
-        write = Write(self._kv.name, key, w, len(targets))
+            kv.reaper.deleted(key)
+        write = Write(kv, key, w, len(targets))
+        me = self._me
         remote = []
         for target in targets:
             if target.node == me:
@@ -122,42 +138,34 @@ class Writes:
                 write.acks += 1
             else:
                 remote.append(target)
-        wire = encode_sibling(sibling)
+        if not remote:
+            return write
+        wire = write.wire = encode_sibling(sibling)
+        add = kv.outbox.add
         need = w - write.acks
         if need <= 0:  # acknowledged here: the others apply it, nobody waits
             for target in remote:
-                self._kv.outbox.add(target.node, ["w", 0, key, wire, target.hint_for])
+                add(target.node, ["w", 0, key, wire, target.hint_for])
             return write
-
-        def on_answer(node: str, answer: Any) -> bool:
-            if answer is True:
-                write.acks += 1
-            else:
-                v.refuse(f"write answer from {node}: {answer!r}")
-            return write.acks >= w
-
         # The first `need` remote targets acknowledge; the others apply it unasked and
         # are asked (sent it again) only if one of those is lost or slow.
-        asked, spare = remote[:need], remote[need:]
-        g = write.gather = self._kv.fanout.start({t.node for t in asked}, on_answer, timeout)
+        asked = remote[:need] if need < len(remote) else remote
+        g = write.gather = kv.fanout.start({t.node for t in asked}, write.on_answer, timeout)
+        op = g.op
         for target in asked:
-            self._kv.outbox.add(target.node, ["w", g.op, key, wire, target.hint_for])
-        if spare:
-            hints = {t.node: t.hint_for for t in spare}
-            for node, hint_for in hints.items():
-                self._kv.outbox.add(node, ["w", 0, key, wire, hint_for])
-
-            def ask(node: str) -> None:
-                self._kv.outbox.add(node, ["w", g.op, key, wire, hints[node]])
-
-            g.keep_spare(list(hints), ask, SPARE_AFTER)
+            add(target.node, ["w", op, key, wire, target.hint_for])
+        if need < len(remote):
+            spare = write.spare = {t.node: t.hint_for for t in remote[need:]}
+            for node, hint_for in spare.items():
+                add(node, ["w", 0, key, wire, hint_for])
+            g.keep_spare(list(spare), write.ask, SPARE_AFTER)
         return write
 
     def _next_dot(self, context: VersionVector) -> tuple[str, int]:
         """A dot no write of this node's incarnation has used: the count lives in the
         router (it outlives a close and re-open) and passes any count of ours the
-        context has seen."""
-        counts = self._kv._router.counts
+        context has seen. (`start` runs a copy of this inline.)"""
+        counts = self._counts
         n = counts.get(self._kv.name, 0)
         if context:
             seen = context.get(self._writer, 0)
@@ -175,21 +183,36 @@ def _wire_context(context: VersionVector | None) -> list[list[Any]] | None:
 class Write:
     """One coordinated write: its acknowledgements, and the gather waiting for more."""
 
-    __slots__ = ("acks", "gather", "key", "store", "targets", "w")
+    __slots__ = ("acks", "gather", "key", "kv", "spare", "targets", "w", "wire")
 
-    def __init__(self, store: str, key: Key, w: int, targets: int) -> None:
-        self.store = store
+    def __init__(self, kv: KV, key: Key, w: int, targets: int) -> None:
+        self.kv = kv
         self.key = key
         self.w = w
         self.targets = targets
         self.acks = 0
         self.gather: Gather | None = None
+        self.wire: list[Any] | None = None
+        self.spare: dict[str, str | None] = {}
+
+    def on_answer(self, node: str, answer: Any) -> bool:
+        """A replica's answer: True once `w` acknowledged the write."""
+        if answer is True:
+            self.acks += 1
+        else:
+            self.kv.vnodes.refuse(f"write answer from {node}: {answer!r}")
+        return self.acks >= self.w
+
+    def ask(self, node: str) -> None:
+        """Ask a spare target, which has the write already, to acknowledge it."""
+        assert self.gather is not None
+        self.kv.outbox.add(node, ["w", self.gather.op, self.key, self.wire, self.spare[node]])
 
     def outcome(self) -> int | str:
         """The acknowledgement count, or why the write is not acknowledged."""
         if self.acks >= self.w:
             return self.acks
         return (
-            f"store {self.store!r}: {self.acks} of {self.targets} replicas acknowledged "
+            f"store {self.kv.name!r}: {self.acks} of {self.targets} replicas acknowledged "
             f"{self.key!r}, w={self.w}"
         )
