@@ -107,3 +107,16 @@ def test_a_blind_write_keeps_a_concurrent_one_and_a_read_write_resolves_both() -
     assert r.values() == ["z"] and len(r) == 1
     r.write(("b", 2), r.context(), TOMBSTONE)
     assert r.values() == [] and len(r) == 1
+
+
+@given(histories, writes)
+def test_adding_one_write_is_syncing_with_its_set(history: Any, op: Any) -> None:
+    replicas, log = run(history)
+    _, writer, at, read_first, value = op
+    held = replicas[at]
+    context = held.context() if read_first else {}
+    dot = (writer + "x", 1)
+    sibling = Siblings().write(dot, context, TOMBSTONE if value < 0 else value)
+    assert held.add(sibling) == held.sync(Siblings.of(sibling))
+    for earlier, _ in log:  # a write seen again, or one another write had read
+        assert held.add(earlier) == held.sync(Siblings.of(earlier))
