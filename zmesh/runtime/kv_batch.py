@@ -43,7 +43,9 @@ BATCH_MAX = 512
 class Outbox:
     """Items for other nodes: the first for a node in a turn of the loop leaves at once
     (a round trip waits no loop iteration, as the transport does for a lone message),
-    the ones after it share one ``kv.batch`` sent at the end of the turn."""
+    the ones after it share one ``kv.batch`` sent at the end of the turn. A node that
+    had a batch at the end of the last turn is busy: all its items of this turn wait
+    for the batch (under a pipelined load, one envelope per node per turn, not two)."""
 
     def __init__(self, vnodes: Vnodes) -> None:
         self._vnodes = vnodes
@@ -69,9 +71,14 @@ class Outbox:
             self._send(node, items)
 
     def flush(self) -> None:
-        self._scheduled = False
-        self._sent_now.clear()
         batches, self._items = self._items, {}
+        self._sent_now = set(batches)  # busy: their first item next turn waits too
+        if batches:
+            # Flush again at the end of the next turn, even if nothing is added, so a
+            # busy node's mark is cleared before its next lone item.
+            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self._scheduled = False
         for node, items in batches.items():
             self._send(node, items)
 
