@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from zmesh import ConfigError, RemoteError, Unavailable
+from zmesh import ConfigError, EncodeError, RemoteError, Unavailable
 from zmesh.runtime.kv import KV, Conflict
 from zmesh.testing import Cluster, wait_until
 
@@ -191,3 +191,18 @@ async def test_a_member_gone_for_good_is_forgotten_and_its_partitions_refilled(
     assert sum(s.stats()["hints"] for s in stores.values()) == 0
     for k in keys:
         assert await stores["n3"].get(k) == k
+
+
+@pytest.mark.zmesh_nodes(3)
+async def test_a_value_the_codec_cannot_carry_is_refused_before_any_replica_has_it(
+    zmesh_cluster: Cluster,
+) -> None:
+    stores = await open_all(zmesh_cluster)
+    s1 = stores["n1"]
+    for bad in (2**64, -(2**63) - 1, "\ud800", object(), ["\ud800"]):
+        with pytest.raises(EncodeError):
+            await s1.put("k", bad)
+    assert not any(s.vnodes.held("k").items() for s in stores.values())
+    for fine in (2**64 - 1, -(2**63), "é" * 70000, 1.5, True, None, b"x"):
+        await s1.put("k", fine, w=3)
+        assert await stores["n3"].get("k", r=3) == fine

@@ -16,6 +16,9 @@ __all__ = ["decode_sibling", "decode_siblings", "encode_sibling", "encode_siblin
 
 _MAX = 2**62
 
+#: `Sibling(...)` without the namedtuple's Python-level __new__ (every write decodes one).
+_new_sibling = tuple.__new__
+
 
 def encode_sibling(s: Sibling) -> list[Any]:
     deleted = s.value is TOMBSTONE
@@ -49,7 +52,7 @@ def decode_sibling(wire: Any) -> Sibling:
         _writer(writer)
         _count(n)
     if not context:  # a first write of the key: nothing to check or sort
-        return Sibling((writer, n), (), TOMBSTONE if deleted else value)
+        return _new_sibling(Sibling, ((writer, n), (), TOMBSTONE if deleted else value))
     pairs: dict[str, int] = {}
     for pair in context:
         if type(pair) is not list or len(pair) != 2:

@@ -152,15 +152,16 @@ class KV:
         if type(w) is not int or not 1 <= w <= self.n:
             self._check("w", w)
         timeout = self.timeout if timeout is None else timeout
-        if value is not TOMBSTONE:
+        if value is not TOMBSTONE and not _plain(value):
             self._codec.encode(value)  # EncodeError here, not on a replica
         if context is not None:
             context = _check_context(context)
-        part = self.vnodes.partition(key)
-        targets = self.vnodes.targets(part)
-        if not targets:  # pragma: no cover - this node is always up and a member
-            raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
-        if not self.vnodes.is_target(part):  # a target coordinates itself; else the first
+        v = self.vnodes
+        part = v.partition(key)
+        if not v.is_target(part):  # a target coordinates itself; else the first
+            targets = v.targets(part)
+            if not targets:  # pragma: no cover - this node is always up and a member
+                raise Unavailable(f"store {self.name!r}: no node reachable for {key!r}")
             await self.writes.forward(targets[0].node, key, value, w, context, timeout)
             return
         write = self.writes.start(key, value, w, context, timeout, part)
@@ -313,6 +314,16 @@ class KV:
         return (
             f"<KV {self.name!r} on {self._node.name}: n={self.n}, {len(self.vnodes.known)} members>"
         )
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` is a scalar the codec surely packs (no need to try it first)."""
+    kind = type(value)
+    if kind is int:
+        return -(2**63) <= value < 2**64  # type: ignore[no-any-return]
+    if kind is str:
+        return len(value) < 65536 and value.isascii()  # a lone surrogate cannot pack
+    return kind is float or kind is bool or value is None
 
 
 def _check_context(context: Any) -> dict[str, int]:

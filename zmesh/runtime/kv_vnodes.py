@@ -45,6 +45,7 @@ class Vnodes:
 
     def __init__(self, node: Node, name: str, n: int, partitions: int) -> None:
         self.node = node
+        self.me = node.name
         self.name = name
         self.n = n
         self.partitions = partitions
@@ -117,7 +118,7 @@ class Vnodes:
     ) -> None:
         """Merge one write into what this node holds for `key` (`merge`, with the
         common case of a primary's replica inline: every write runs it n times)."""
-        if hint_for is not None and hint_for != self.node.name:
+        if hint_for is not None and hint_for != self.me:
             self.merge(key, Siblings.of(sibling), hint_for, part)
             return
         if part is None:
