@@ -103,7 +103,8 @@ class Gather:
             if self.on_answer(sender, payload):
                 if not self.future.done():
                     self.future.set_result(None)
-                    self._fanout.observe(self.started)
+                    f = self._fanout  # `observe`, inline: every operation runs it
+                    f.typical += (f.loop.time() - self.started - f.typical) / 16
             elif not self.expected:
                 self.widen()  # every node asked answered, and not enough: the spares
             if not self.expected:
@@ -145,9 +146,6 @@ class Fanout:
         # No operation needs the sweep sooner than this after its start (the shortest
         # timeout or spare delay seen): the sweep looks only at the ones that old.
         self.horizon = float("inf")
-
-    def observe(self, started: float) -> None:
-        self.typical += (self.loop.time() - started - self.typical) / 16
 
     def start(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from zmesh.core.kv_placement import Target
 from zmesh.core.kv_wire import encode_sibling
 from zmesh.core.ring import Key
 from zmesh.core.version_vector import TOMBSTONE, Sibling, VersionVector
@@ -37,6 +38,7 @@ class Writes:
         self._me = kv.vnodes.node.name
         self._writer = f"{self._me}#{kv.vnodes.node.creation}"
         self._counts = kv._router.counts
+        self._plans: dict[tuple[int, int], Plan] = {}  # by (partition, w)
 
     async def forward(
         self,
@@ -129,36 +131,32 @@ class Writes:
         sibling = Sibling((self._writer, n), vv, value)
         if value is TOMBSTONE:
             kv.reaper.deleted(key)
+        plan = self._plans.get((part, w))
+        if plan is None or plan.targets is not targets:
+            plan = self._plans[(part, w)] = Plan(targets, self._me, w)
         write = Write(kv, key, w, len(targets))
-        me = self._me
-        remote = []
-        for target in targets:
-            if target.node == me:
-                v.apply(key, sibling, target.hint_for, part)
-                write.acks += 1
-            else:
-                remote.append(target)
-        if not remote:
+        for hint_for in plan.local:
+            v.apply(key, sibling, hint_for, part)
+        write.acks = len(plan.local)
+        if not plan.asked and not plan.spare:
             return write
         wire = write.wire = encode_sibling(sibling)
         add = kv.outbox.add
-        need = w - write.acks
-        if need <= 0:  # acknowledged here: the others apply it, nobody waits
-            for target in remote:
-                add(target.node, ["w", 0, key, wire, target.hint_for])
-            return write
-        # The first `need` remote targets acknowledge; the others apply it unasked and
-        # are asked (sent it again) only if one of those is lost or slow.
-        asked = remote[:need] if need < len(remote) else remote
-        g = write.gather = kv.fanout.start({t.node for t in asked}, write.on_answer, timeout)
-        op = g.op
-        for target in asked:
-            add(target.node, ["w", op, key, wire, target.hint_for])
-        if need < len(remote):
-            spare = write.spare = {t.node: t.hint_for for t in remote[need:]}
-            for node, hint_for in spare.items():
+        if not plan.asked:  # acknowledged here: the others apply it, nobody waits
+            for node, hint_for in plan.spare.items():
                 add(node, ["w", 0, key, wire, hint_for])
-            g.keep_spare(list(spare), write.ask, SPARE_AFTER)
+            return write
+        # The first `w - 1` remote targets acknowledge; the others apply it unasked and
+        # are asked (sent it again) only if one of those is lost or slow.
+        g = write.gather = kv.fanout.start(set(plan.asked), write.on_answer, timeout)
+        op = g.op
+        for node, hint_for in plan.asked.items():
+            add(node, ["w", op, key, wire, hint_for])
+        if plan.spare:
+            write.spare = plan.spare
+            for node, hint_for in plan.spare.items():
+                add(node, ["w", 0, key, wire, hint_for])
+            g.keep_spare(list(plan.spare), write.ask, SPARE_AFTER)
         return write
 
     def _next_dot(self, context: VersionVector) -> tuple[str, int]:
@@ -178,6 +176,23 @@ class Writes:
 
 def _wire_context(context: VersionVector | None) -> list[list[Any]] | None:
     return None if context is None else [[k, n] for k, n in context.items()]
+
+
+class Plan:
+    """How a write of one partition with one `w` is spread over its targets (the same
+    for every write until the targets change): this node's own replicas (by the
+    primary each stands in for), the remote ones asked to acknowledge and the spare
+    ones, by node."""
+
+    __slots__ = ("asked", "local", "spare", "targets")
+
+    def __init__(self, targets: list[Target], me: str, w: int) -> None:
+        self.targets = targets
+        self.local = [t.hint_for for t in targets if t.node == me]
+        remote = [t for t in targets if t.node != me]
+        need = max(0, w - len(self.local))
+        self.asked = {t.node: t.hint_for for t in remote[:need]}
+        self.spare = {t.node: t.hint_for for t in remote[need:]}
 
 
 class Write:
