@@ -120,3 +120,20 @@ def test_adding_one_write_is_syncing_with_its_set(history: Any, op: Any) -> None
     assert held.add(sibling) == held.sync(Siblings.of(sibling))
     for earlier, _ in log:  # a write seen again, or one another write had read
         assert held.add(earlier) == held.sync(Siblings.of(earlier))
+
+
+@given(histories, writes)
+def test_the_set_of_one_write_reads_and_writes_as_the_general_set(history: Any, op: Any) -> None:
+    replicas, log = run(history)
+    _, writer, at, read_first, value = op
+    context = replicas[at].context() if read_first else {}
+    one = Siblings().write((writer + "x", 1), context, TOMBSTONE if value < 0 else value)
+    compact, general = Siblings.of(one), Siblings([one])
+    assert compact == general and general == compact
+    assert (compact.values(), compact.items(), compact.context(), len(compact)) == (
+        general.values(), general.items(), general.context(), len(general)
+    )  # fmt: skip
+    assert compact.sync(replicas[at]) == general.sync(replicas[at])
+    more = compact.context()
+    assert compact.write((writer + "y", 1), more, 0) == general.write((writer + "y", 1), more, 0)
+    assert compact == general

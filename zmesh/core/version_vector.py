@@ -80,47 +80,60 @@ class Sibling(NamedTuple):
 class Siblings:
     """The concurrent writes of one key that no later write has superseded."""
 
+    # `_items` maps each dot to its write, except that the set of one write made by
+    # `of` or `add` (nearly every key of a store) holds that Sibling alone: one object
+    # less per key and replica for the garbage collector to visit (the dict).
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[Sibling] = ()) -> None:
-        self._items: dict[Dot, Sibling] = {}
+        table: dict[Dot, Sibling] = {}
         for item in items:
-            self._items[item.dot] = item
+            table[item.dot] = item
+        self._items: dict[Dot, Sibling] | Sibling = table
         self._prune()
 
     @classmethod
     def of(cls, sibling: Sibling) -> Siblings:
         """The set of one write (``Siblings([sibling])``, without the general prune)."""
         new = cls.__new__(cls)
-        new._items = {sibling.dot: sibling}
         if sibling.context and _covers(dict(sibling.context), sibling.dot):
-            new._items.clear()
+            new._items = {}
+        else:
+            new._items = sibling
         return new
+
+    def _map(self) -> dict[Dot, Sibling]:
+        items = self._items
+        if isinstance(items, dict):
+            return items
+        return {items.dot: items}
 
     # -- reading ----------------------------------------------------------------------------
 
     def values(self) -> list[Any]:
         """The live values (tombstones left out), in dot order."""
-        return [s.value for _, s in sorted(self._items.items()) if s.value is not TOMBSTONE]
+        return [s.value for _, s in sorted(self._map().items()) if s.value is not TOMBSTONE]
 
     def items(self) -> list[Sibling]:
-        return [s for _, s in sorted(self._items.items())]
+        return [s for _, s in sorted(self._map().items())]
 
     def context(self) -> dict[str, int]:
         """What a reader has seen: pass it back to `write` to supersede these siblings."""
-        out = merge(*(s.context_vv() for s in self._items.values()))
-        for writer, n in self._items:
+        items = self._map()
+        out = merge(*(s.context_vv() for s in items.values()))
+        for writer, n in items:
             if n > out.get(writer, 0):
                 out[writer] = n
         return out
 
     def __len__(self) -> int:
-        return len(self._items)
+        items = self._items
+        return len(items) if isinstance(items, dict) else 1
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Siblings):
             return NotImplemented
-        return self._items == other._items
+        return self._map() == other._map()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -136,33 +149,35 @@ class Siblings:
         coordinator keeps one counter per incarnation of its node).
         """
         sibling = Sibling(dot, tuple(sorted(context.items())), value)
-        self._items[sibling.dot] = sibling
+        items = self._items = dict(self._map())
+        items[sibling.dot] = sibling
         self._prune()
         return sibling
 
     def sync(self, other: Siblings) -> Siblings:
         """The merge of two replicas of the key (a new object)."""
-        return Siblings([*self._items.values(), *other._items.values()])
+        return Siblings([*self._map().values(), *other._map().values()])
 
     def add(self, sibling: Sibling) -> Siblings:
         """The merge with one write, ``self.sync(Siblings.of(sibling))`` (a new object).
 
         The usual overwrite, a write that had read the one sibling held here, takes
         no general prune: the write alone survives."""
-        items = self._items
+        held = self._items
         context = sibling.context
-        if context and len(items) == 1 and sibling.dot not in items:
-            for dot, held in items.items():
-                read = dict(context)
-                if (read.get(dot[0], 0) >= dot[1] and not _covers(read, sibling.dot)
-                        and not _covers(dict(held.context), sibling.dot)):  # fmt: skip
-                    new = Siblings.__new__(Siblings)
-                    new._items = {sibling.dot: sibling}
-                    return new
-        return Siblings([*items.values(), sibling])
+        if context and isinstance(held, tuple) and held.dot != sibling.dot:
+            dot = held.dot
+            read = dict(context)
+            if (read.get(dot[0], 0) >= dot[1] and not _covers(read, sibling.dot)
+                    and not _covers(dict(held.context), sibling.dot)):  # fmt: skip
+                new = Siblings.__new__(Siblings)
+                new._items = sibling
+                return new
+        return Siblings([*self._map().values(), sibling])
 
     def _prune(self) -> None:
         items = self._items
+        assert isinstance(items, dict)
         if len(items) < 2:  # the common case: one write, pruned only by its own context
             for only in items.values():
                 if only.context and _covers(dict(only.context), only.dot):
