@@ -124,7 +124,7 @@ def test_adding_one_write_is_syncing_with_its_set(history: Any, op: Any) -> None
 
 @given(histories, writes)
 def test_the_set_of_one_write_reads_and_writes_as_the_general_set(history: Any, op: Any) -> None:
-    replicas, log = run(history)
+    replicas, _ = run(history)
     _, writer, at, read_first, value = op
     context = replicas[at].context() if read_first else {}
     one = Siblings().write((writer + "x", 1), context, TOMBSTONE if value < 0 else value)
