@@ -42,6 +42,7 @@ class Gather:
         "future",
         "on_answer",
         "on_end",
+        "on_ready",
         "op",
         "spare",
         "spare_at",
@@ -63,6 +64,9 @@ class Gather:
         self.expected = expected
         self.on_answer = on_answer
         self.on_end = on_end
+        # Run once when the future resolves, without a loop callback as the future's
+        # own done-callbacks take (a put forwarded here answers in the same turn).
+        self.on_ready: Callable[[], None] | None = None
         self.spare: list[str] = []
         self.spare_at = 0.0
         self.ask: Callable[[str], None] | None = None
@@ -105,6 +109,8 @@ class Gather:
                     self.future.set_result(None)
                     f = self._fanout  # `observe`, inline: every operation runs it
                     f.typical += (f.loop.time() - self.started - f.typical) / 16
+                    if self.on_ready is not None:
+                        self._ready()
             elif not self.expected:
                 self.widen()  # every node asked answered, and not enough: the spares
             if not self.expected:
@@ -124,14 +130,23 @@ class Gather:
         if self.on_answer is _ignore:
             return  # ended already
         self._fanout.waiting.pop(self.op, None)
-        if not self.future.done():
+        ready = not self.future.done()
+        if ready:
             self.future.set_result(None)
         on_end, self.on_end = self.on_end, None
         self.on_answer = _ignore  # the closures refer back to this gather: no cycles
         self.ask = None
         self.spare = []
+        if ready and self.on_ready is not None:
+            self._ready()
+        self.on_ready = None
         if on_end is not None:
             on_end()
+
+    def _ready(self) -> None:
+        hook, self.on_ready = self.on_ready, None
+        assert hook is not None
+        hook()
 
 
 class Fanout:

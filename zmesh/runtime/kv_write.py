@@ -91,12 +91,12 @@ class Writes:
             done(write.outcome())
             return
 
-        def finished(_: object) -> None:
+        def finished() -> None:
             assert g is not None
             g.end()
             done(write.outcome())
 
-        g.future.add_done_callback(finished)
+        g.on_ready = finished
 
     def start(
         self,
