@@ -17,7 +17,7 @@ from zmesh.core.codec import Codec
 from zmesh.core.protocol import Kind
 from zmesh.runtime.gen_server import CALL
 from zmesh.terms import Pid
-from zmesh.testing import wait_until
+from zmesh.testing import Simulation, run_simulation, wait_until
 
 COOKIE = "calls-cookie"
 # No heartbeat inside a test: every envelope counted on the wire is one the calls sent.
@@ -422,3 +422,27 @@ async def test_a_reply_the_caller_refuses_fails_the_call_not_the_session(
     assert a.stats()["bad_payloads"] == 1 and a.nodes() == ["b"]
     assert await a.call(server, "after") == "after"
     assert no_call_state(a, b, server)
+
+
+# -- the clock ---------------------------------------------------------------------------------
+
+
+def test_under_virtual_time_a_call_times_out_at_its_virtual_deadline() -> None:
+    """The router reads the loop's own clock where the loop keeps its own time (the
+    simulation's), not the process's monotonic clock it reads on a plain asyncio loop."""
+
+    async def scenario(sim: Simulation) -> list[float]:
+        caller = sim["n1"]
+        local = await caller.start(app.Counter, 0)
+        remote = await caller.start(app.Counter, 0, on="n2")
+        took = []
+        for server in (local, remote):
+            started = sim.now()
+            with pytest.raises(zmesh.CallTimeout):
+                await caller.call(server, "hold", timeout=30.0)
+            took.append(sim.now() - started)
+            assert await caller.call(server, "increment") == 1  # the router still works
+        return took
+
+    took = run_simulation(scenario, n=2, load=["zmesh_test_app"])
+    assert len(took) == 2 and all(30.0 <= t < 30.1 for t in took), took
