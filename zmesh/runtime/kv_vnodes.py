@@ -137,7 +137,16 @@ class Vnodes:
         self.counters["repairs"] += 1
 
     def on_handoff(self, sender: str, body: Any) -> bool:
-        (items,) = _fields(body, 1, "kv.handoff", sender)
+        """Merge a handoff; False (refused, nothing merged) if this node is leaving too.
+        A handoff from a leaving node (``[items, True]``) starts no ownership pass:
+        its ``kv.leave`` that follows does."""
+        if type(body) is list and len(body) == 2:
+            items, leaving = body
+            if type(leaving) is not bool:
+                raise DataError(f"kv.handoff from {sender}: 'leaving' is a bool, got {leaving!r}")
+        else:
+            (items,) = _fields(body, 1, "kv.handoff", sender)
+            leaving = False
         if type(items) is not list:
             raise DataError(f"kv.handoff from {sender} carries a list of [key, siblings]")
         decoded = []
@@ -145,11 +154,15 @@ class Vnodes:
             if type(item) is not list or len(item) != 2:
                 raise DataError(f"a handoff item is [key, siblings], got {item!r}")
             decoded.append((self.key(item[0]), decode_siblings(item[1])))
+        if self.closed:
+            return False
         for key, siblings in decoded:  # all checked first: a bad batch changes nothing
             self.merge(key, siblings)
-        me = self.node.name
-        if any(me not in partition_nodes(self.ring, self.partition(k), self.n) for k, _ in decoded):
-            self.spawn(self._ownership_handoff(self.ring, self.ring))
+        if not leaving:
+            me = self.node.name
+            parts = {self.partition(k) for k, _ in decoded}
+            if any(me not in partition_nodes(self.ring, p, self.n) for p in parts):
+                self.spawn(self._ownership_handoff(self.ring, self.ring))
         return True
 
     def on_keys(self, sender: str, body: Any) -> list[Any]:
@@ -200,6 +213,8 @@ class Vnodes:
             self.set_members(self.known - {name})
 
     def set_members(self, members: set[str]) -> None:
+        if self.closed:
+            return  # leaving: its partitions are handed over already
         old = self.ring
         self.known = members
         self.ring = HashRing(members, vnodes=64)
@@ -231,7 +246,7 @@ class Vnodes:
     # -- handoffs ----------------------------------------------------------------
 
     def deliver_hints(self, name: str) -> None:
-        if self.hints.get(name) and name in self.up():
+        if self.hints.get(name) and name in self.up() and not self.closed:
             self.spawn(self._deliver_hints(name))
 
     async def _deliver_hints(self, name: str) -> None:
@@ -245,11 +260,17 @@ class Vnodes:
             for key, siblings in items:
                 self.merge(key, siblings, name)
 
-    async def _push(self, node: str, items: list[tuple[Key, Siblings]]) -> bool:
+    async def _push(
+        self, node: str, items: list[tuple[Key, Siblings]], leaving: bool = False
+    ) -> bool:
+        """Hand `items` to `node`; False if it failed or `node` refused (it is leaving)."""
         try:
             for i in range(0, len(items), HANDOFF_BATCH):
                 batch = [[k, encode_siblings(s)] for k, s in items[i : i + HANDOFF_BATCH]]
-                await self.request(node, "kv.handoff", [batch], 10.0)
+                body: list[Any] = [batch, True] if leaving else [batch]
+                if await self.request(node, "kv.handoff", body, 10.0) is False:
+                    log.debug("%s: store %r: %s is leaving too", self.node.name, self.name, node)
+                    return False
             self.counters["handoffs_out"] += 1
             return True
         except ZmeshError as exc:
@@ -265,8 +286,8 @@ class Vnodes:
         partition it does not own: `on_handoff` runs this again to pass it on."""
         me = self.node.name
         for part in list(self.data):
-            if self.ring is not new:
-                return  # the members changed again: the newer run takes over
+            if self.ring is not new or self.closed:
+                return  # the members changed again (the newer run takes over), or leaving
             after = partition_nodes(new, part, self.n)
             before = partition_nodes(old, part, self.n) if len(old) else []
             ours = me in after
@@ -297,7 +318,7 @@ class Vnodes:
             for name, table2 in self.hints.items():
                 by_target.setdefault(name, []).extend((k, s) for (_, k), s in table2.items())
             await asyncio.gather(
-                *(self._push(t, items) for t, items in by_target.items() if t in up)
+                *(self._push(t, items, leaving=True) for t, items in by_target.items() if t in up)
             )
             for name in sorted(rest & up):
                 self.cast(name, "kv.leave", [])
