@@ -12,7 +12,8 @@ asserted.
 - KV at n=3, w=r=2: `get` and `put` latency from n1 against a plain GenServer call
   from n1 to a dict server on n2 (the baseline, alternated in the same run); then
   puts pipelined from all five nodes (`--window` in flight per node) against calls
-  pipelined the same way to the one dict server.
+  pipelined the same way to the one dict server;
+- the stop of the five nodes at the end, every store leaving gracefully at once.
 
 With `--os`, the latency figures again with four `zmesh join` OS processes
 (`--app zmesh_test_app:data_app`) and this process's node as the fifth: the map put ->
@@ -295,13 +296,29 @@ async def main() -> None:
         return
     # Default failure detection (down after 2 s): the test config's 0.6 s would count a
     # loop busy merging 10,000 keys for five nodes at once as a dead peer.
-    async with Cluster(5, config=zmesh.NodeConfig()) as c:
+    c = Cluster(5, config=zmesh.NodeConfig())
+    await c.__aenter__()
+    try:
         if ARGS.only in (None, "map"):
             await map_visibility(c, ARGS.puts)
         if ARGS.only in (None, "heal"):
             await map_heal(c, ARGS.divergent)
         if ARGS.only in (None, "kv"):
             await kv_latency(c, ARGS.ops)
+    finally:
+        keys = sum(len(t) for node in c for s in node_stores(node) for t in s.vnodes.data.values())
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await c.close()
+        print(
+            f"stop of the 5 nodes (every store left gracefully, {keys} KV replicas held): "
+            f"{loop.time() - start:.3f} s"
+        )
+
+
+def node_stores(node: zmesh.Node) -> list[zmesh.KV]:
+    router = getattr(node, "_data_kv", None)
+    return list(router.stores.values()) if router is not None else []
 
 
 if __name__ == "__main__":
