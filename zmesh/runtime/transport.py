@@ -205,8 +205,8 @@ class ZmqTransport:
                 if curve:
                     identity, user, parts = _recv_with_user(router)
                 else:
-                    parts = router.recv_multipart(_NOBLOCK)
-                    identity, user = parts.pop(0), None
+                    identity, parts = _recv_parts(router)
+                    user = None
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
@@ -599,6 +599,21 @@ class ZmqLink:
         self._held.clear()
         if self._release_timer is not None:
             self._release_timer.cancel()
+
+
+def _recv_parts(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes]]:
+    """One message off the ROUTER: the sender's identity and the parts that follow it.
+
+    `recv_multipart` reads the RCVMORE option after each part, and pyzmq (27) turns every
+    option number into its enum first: about 1 us each, 2 us a frame. A Frame's `more`
+    is a plain field (send and receive of a frame on inproc: 2.7 -> 1.4 us)."""
+    identity = router.recv(_NOBLOCK)  # a ROUTER's identity part always has one after it
+    part = router.recv(_NOBLOCK, copy=False)
+    parts = [part.bytes]
+    while part.more:  # more than one part: the frame handler refuses it, counted
+        part = router.recv(_NOBLOCK, copy=False)
+        parts.append(part.bytes)
+    return identity, parts
 
 
 def _recv_with_user(router: zmq.Socket[bytes]) -> tuple[bytes, str | None, list[bytes]]:
