@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import zmesh
 
+from .heap import release_when_settled
 from .logs import configure
 
 #: The environment variable that carries the parsed options to the runner.
@@ -101,6 +102,7 @@ async def serve(node: zmesh.Node, app: zmesh.Application | None = None) -> int:
     unsubscribe = reporter.watch(node)  # before boot: the first attempt is reported too
     async with node:
         print(f"zmesh: node {node.name} up at {node.address}", flush=True)
+        trim = release_when_settled()
         if node.advertised != node.address:
             print(f"zmesh: advertised as {node.advertised}", flush=True)
         metrics = node.info().get("metrics")
@@ -115,6 +117,7 @@ async def serve(node: zmesh.Node, app: zmesh.Application | None = None) -> int:
             except Exception as exc:  # the user's start/stop: report it, leave, exit 1
                 print(f"zmesh: application failed: {exc!r}", file=sys.stderr, flush=True)
                 ended = f"failed: {type(exc).__name__}"
+        trim.cancel()
         unsubscribe()
     if reporter.fatal:
         return USAGE

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-import zmq.auth
+import zmq.utils.z85
 
 from zmesh.errors import ConfigError
 
@@ -81,6 +81,8 @@ def keygen(directory: PathLike, name: str) -> tuple[Path, Path]:
             raise ConfigError(f"{path} exists: refusing to overwrite a key (remove it first)")
     folder.mkdir(parents=True, exist_ok=True)
     old = os.umask(0o077)  # the secret is never readable by others, not even briefly
+    import zmq.auth  # only here and in _load: a node without CURVE does not load it
+
     try:
         zmq.auth.create_certificates(folder, name, metadata={"name": name})
     finally:
@@ -259,6 +261,8 @@ def parse_address(spec: str) -> tuple[str | None, str]:
 
 
 def _load(path: Path) -> tuple[bytes, bytes | None]:
+    import zmq.auth
+
     try:
         return zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:

@@ -1,5 +1,6 @@
 """Distributed data as `Node` methods: replicated maps, presence and the partitioned
-store (a mixin of `Node`)."""
+store (a mixin of `Node`). Their modules load on first use: a node that holds no data
+does not carry them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zmesh.errors import ConfigError
-from zmesh.runtime.kv import KV
-from zmesh.runtime.kv_router import KVRouter
-from zmesh.runtime.map_router import MapRouter
-from zmesh.runtime.presence import MAP_NAME, Presence
-from zmesh.runtime.replicated_map import ReplicatedMap
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
+    from zmesh.runtime.kv import KV
+    from zmesh.runtime.kv_router import KVRouter
+    from zmesh.runtime.map_router import MapRouter
+    from zmesh.runtime.presence import Presence
+    from zmesh.runtime.replicated_map import ReplicatedMap
     from zmesh.terms import Pid
 
 
@@ -32,6 +33,8 @@ class DataMixin:
     def _map_router(self) -> MapRouter:
         router: MapRouter | None = getattr(self, "_data_maps", None)
         if router is None:
+            from zmesh.runtime.map_router import MapRouter
+
             router = MapRouter(self)  # type: ignore[arg-type]
             self._data_maps = router
             self._services.append(router)
@@ -52,6 +55,8 @@ class DataMixin:
         """The cluster's presence tracker (Phoenix.Tracker), started here if new."""
         tracker: Presence | None = getattr(self, "_data_presence", None)
         if tracker is None:
+            from zmesh.runtime.presence import MAP_NAME, Presence
+
             shared = await self.replicated_map(MAP_NAME)
             tracker = getattr(self, "_data_presence", None)  # another task got here first
             if tracker is None:
@@ -99,6 +104,8 @@ class DataMixin:
         """
         router: KVRouter | None = getattr(self, "_data_kv", None)
         if router is None:
+            from zmesh.runtime.kv_router import KVRouter
+
             self._need_dist()
             router = KVRouter(self)  # type: ignore[arg-type]
             self._data_kv = router

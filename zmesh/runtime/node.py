@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core.advertise import check_advertise
-from zmesh.discovery import Strategy, from_spec
 from zmesh.errors import (
     ConfigError,
     ConnectError,
@@ -38,6 +37,7 @@ from zmesh.terms import KILLED, NORMAL, SHUTDOWN, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.core.ring import HashRing
+    from zmesh.discovery import Strategy
     from zmesh.runtime.curve import Curve
     from zmesh.runtime.dist import Distribution
     from zmesh.runtime.groups import Groups
@@ -111,9 +111,7 @@ class Node(Signals, Behaviours, DataMixin):
         self._seeds = list(seeds)
         advertise = advertise if advertise is not None else os.environ.get("ZMESH_ADVERTISE")
         self._advertise = check_advertise(advertise) if advertise else None
-        self._discovery: list[Strategy] = [
-            from_spec(s) if isinstance(s, str) else s for s in discovery
-        ]
+        self._discovery: list[Strategy] = _strategies(discovery)
         self._load = list(load)
         #: CurveZMQ encryption and the key allow-list (see `zmesh.Curve`); None: cookie only.
         self.curve = curve
@@ -572,3 +570,13 @@ def _check_name(name: str) -> None:
 def _check_node_name(name: str) -> None:
     if not isinstance(name, str) or not 0 < len(name) <= 255 or any(c.isspace() for c in name):
         raise ConfigError(f"node name must be 1-255 characters without spaces, got {name!r}")
+
+
+def _strategies(discovery: Sequence[Strategy | str]) -> list[Strategy]:
+    """The strategies for `discovery`, specs parsed; zmesh.discovery is loaded only when
+    there is one (an idle node without discovery does not carry it)."""
+    if not discovery:
+        return []
+    from zmesh.discovery import from_spec
+
+    return [from_spec(s) if isinstance(s, str) else s for s in discovery]
