@@ -11,6 +11,9 @@ For each N:
   is a full mesh of N plain pyzmq processes (a ROUTER each and a DEALER to every other,
   with ZeroMQ heartbeats at the same interval and timeout as zmesh's defaults, blocked
   in a receive): the floor of keeping N nodes connected and watched.
+- wake-up cost, printed first: the CPU time a bare asyncio process that only sleeps one
+  `tick` at a time uses per wake-up. On a VM, waking an idle vCPU costs milliseconds of
+  the woken process's time, so an idle figure counts wake-ups more than work.
 - registry: this process's node joins the cluster, registers a name and polls every
   node's `info()` (concurrently) until each lists it: register -> visible everywhere.
 - failover: a DistributedCounter service placed on a joined node, that node SIGKILLed,
@@ -72,6 +75,17 @@ router.recv()
 """
 
 
+# What one wake-up costs here: a bare asyncio loop that only sleeps a tick at a time.
+BARE_TIMER = """
+import asyncio, sys
+async def main():
+    while True:
+        await asyncio.sleep(float(sys.argv[1]))
+print("up", flush=True)
+asyncio.run(main())
+"""
+
+
 # -- OS process figures -----------------------------------------------------------------------
 
 
@@ -120,6 +134,22 @@ def raw_idle(n: int, settle: float, window: float) -> float:
         for p in procs:
             p.kill()
             p.wait(10)
+
+
+def wake_cost(period: float, settle: float, window: float) -> float:
+    """Milliseconds of CPU one timer wake-up of an otherwise idle asyncio process costs
+    on this machine (on a VM, waking an idle vCPU is most of it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_TIMER, str(period)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        time.sleep(settle)
+        return idle_cpu([proc.pid], window) / 100 * period * 1000
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 # -- launching a cluster ----------------------------------------------------------------------
@@ -272,6 +302,11 @@ def main() -> None:
     cfg = zmesh.NodeConfig()
     print(f"scale, defaults: tick {cfg.tick} s, down after {cfg.down_after} s; "
           f"{os.cpu_count()} cores; idle window {args.window} s after {args.settle} s")  # fmt: skip
+    print(
+        f"one timer wake-up of a bare asyncio process: "
+        f"{wake_cost(cfg.tick, args.settle, args.window):.2f} ms of CPU (one per {cfg.tick} s)",
+        flush=True,
+    )
     print(
         f"{'N':>3} {'all up':>8} {'mesh':>8} {'idle CPU':>9} {'raw':>6} {'ratio':>6} "
         f"{'per node':>9} {'RSS MiB':>8} {'register->seen ms':>18} {'failover ms':>12}"

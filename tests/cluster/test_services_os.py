@@ -262,7 +262,7 @@ async def test_counter_fails_over_after_sigstop_and_one_remains_after_sigcont(
         cluster[where].signal(signal.SIGSTOP)
         loop = asyncio.get_running_loop()
         stopped_at = loop.time()
-        # Paused, not dead: the others declare it down after down_after (2 s by default).
+        # Paused, not dead: the others declare it down after down_after (2.5 s by default).
         now_at = await call_until_answered(node, name, "where", 2.0 + FAILOVER_BOUND)
         took = loop.time() - stopped_at
         assert now_at != where and took < 2.0 + FAILOVER_BOUND

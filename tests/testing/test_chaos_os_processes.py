@@ -23,7 +23,7 @@ from zmesh.testing import wait_until
 
 COOKIE = "chaos-cookie"
 NAMES = ["c1", "c2", "c3", "c4"]
-DETECTION_BOUND = 3.0  # seconds, default NodeConfig (tick 0.4, down_after 2.0)
+DETECTION_BOUND = zmesh.NodeConfig().down_after + 1.0  # seconds, default NodeConfig
 REPLY_TIMEOUT = 3.0  # a survivor slower than this counts as a lost request
 
 

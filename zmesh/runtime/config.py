@@ -15,9 +15,13 @@ class NodeConfig:
 
     #: Heartbeat interval (see `liveness`): a ZeroMQ PING on every outbound connection,
     #: or with liveness "heartbeat" a node heartbeat to every peer not otherwise sent to.
-    tick: float = 1.0
-    #: A peer silent for this long is declared down (a stopped or cut-off node).
-    down_after: float = 2.0
+    #: The node's own periodic work (this loop, `service_check`, the lag probe) wakes on
+    #: multiples of it (zmesh/core/ticks.py): an idle node wakes once a tick.
+    tick: float = 1.5
+    #: A peer silent for this long is declared down (a stopped or cut-off node): with
+    #: the defaults between 1 s and 2.5 s after it stopped. `down_after - tick` is how
+    #: long a PING may go unanswered: keep it near 1 s or more.
+    down_after: float = 2.5
     #: How a silent peer is found. "zmtp": ZeroMQ's own heartbeats (a PING every `tick`
     #: from libzmq's I/O thread, no Python wake-up) close a connection left unanswered
     #: for `down_after` - `tick`, and the socket monitor reports the peer down at once;
@@ -79,8 +83,9 @@ class NodeConfig:
     #: Unauthenticated peers tracked at once; more are refused until some finish.
     max_pending_handshakes: int = 256
     #: How often each node re-checks service placement even without an event (a safety
-    #: net: membership, registry and spec changes trigger it at once).
-    service_check: float = 1.0
+    #: net: membership, registry and spec changes trigger it at once). A multiple of
+    #: `tick`, so it wakes with the tick loop.
+    service_check: float = 1.5
     #: How long a moving service's old instance gets to answer `handoff()` and stop.
     handoff_timeout: float = 5.0
     #: How long messages sent by name to a service that is moving or restarting are held

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
+from zmesh.core.ticks import until_next
+
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
     from zmesh.runtime.process import Process
 
-#: Seconds between two lag samples: the loop is asked to wake after this long, and the
-#: lateness of the wake-up is the lag. Once a second: an idle node wakes for little else.
-LAG_INTERVAL = 1.0
 #: Upper bounds (seconds) of the lag and call-latency histogram buckets.
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
@@ -130,10 +129,14 @@ class Inspector:
         self.events[f"node_{event}"] += 1
 
     async def _probe(self) -> None:
+        """Once a `tick`, on the node's timer grid (with the tick loop: no wake-up of its
+        own), the loop is asked to wake; the lateness of the wake-up is the lag."""
         loop = asyncio.get_running_loop()
+        period = self.node.config.tick
         while True:
-            due = loop.time() + LAG_INTERVAL
-            await asyncio.sleep(LAG_INTERVAL)
+            delay = until_next(loop.time(), period)
+            due = loop.time() + delay
+            await asyncio.sleep(delay)
             self.lag = max(loop.time() - due, 0.0)
             self.lag_histogram.observe(self.lag)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from zmesh.core.backoff import Backoff
 from zmesh.core.protocol import Kind, check_type
+from zmesh.core.ticks import until_next
 from zmesh.errors import ConnectError
 from zmesh.runtime.curve import parse_address
 from zmesh.runtime.discovery_loop import discovery_loop
@@ -272,12 +273,14 @@ class Membership:
 
     async def _tick_loop(self) -> None:
         """Heartbeats out, silent peers down, stale handshakes dropped: one timer per node,
-        waking once a `tick` (a peer lost without a goodbye is retried on time)."""
+        waking once a `tick`, on the node's timer grid (a peer lost without a goodbye is
+        retried on time)."""
         dist = self._dist
         loop = asyncio.get_running_loop()
         cfg = dist.config
         while True:
-            await asyncio.sleep(min(cfg.tick, cfg.reconnect_base) if self._lost else cfg.tick)
+            period = min(cfg.tick, cfg.reconnect_base) if self._lost else cfg.tick
+            await asyncio.sleep(until_next(loop.time(), period))
             if self.paused:
                 continue
             transport = dist._transport

@@ -48,6 +48,7 @@ from zmesh.core.service_table import (
     has_quorum,
     plan,
 )
+from zmesh.core.ticks import until_next
 from zmesh.errors import (
     ConfigError,
     NameTaken,
@@ -405,8 +406,9 @@ class Services(Specs, Moves):
 
     async def _check_loop(self) -> None:
         """The safety net: re-plan everything and expire holds every `service_check`."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.config.service_check)
+            await asyncio.sleep(until_next(loop.time(), self.config.service_check))
             now = self._now()
             self.holds.expire(now)
             for peer, since in list(self._syncing.items()):
