@@ -57,7 +57,7 @@ class NodeConfig:
     batch_bytes: int = 256 * 1024
     #: ZeroMQ send/receive high-water marks, in frames (each frame is a batch).
     hwm: int = 10_000
-    #: After a frame leaves on its own (a call, a reply, a message on an idle link), the
+    #: After a frame leaves on its own (a call, a message on an idle link; not a reply), the
     #: node polls its socket this long for the answer instead of sleeping in the selector
     #: (a wake-up saved per hop on an idle machine: remote call 1.5x -> 1.1x raw pyzmq;
     #: a round trip on loopback takes 130-190 us, so a shorter spin mostly misses).
