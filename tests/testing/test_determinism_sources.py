@@ -17,6 +17,13 @@ OUTSIDE = {
     "runtime/cookie.py": "makes the cookie file once, before any node runs",
     "discovery/gossip.py": "UDP gossip (not simulated: real datagrams, real clocks)",
 }
+#: Single findings allowed inside the simulated layers, and why they stay deterministic.
+ALLOWED = {
+    ("runtime/gen_server.py", "import time"): (
+        "time.monotonic read only on a plain asyncio loop, whose loop.time() returns it;"
+        " any other loop (uvloop, the simulation's virtual time) is read via loop.time"
+    ),
+}
 MODULES = {"time", "random", "secrets", "uuid", "datetime"}
 CALLS = {("os", "urandom"), ("os", "getrandom")}
 
@@ -43,7 +50,11 @@ def test_node_code_takes_time_and_randomness_only_from_its_environment() -> None
         rel = path.relative_to(ZMESH).as_posix()
         if rel in OUTSIDE or rel.startswith("testing/"):
             continue
-        found = sources_of_nondeterminism(ast.parse(path.read_text(), rel))
+        found = [
+            f
+            for f in sources_of_nondeterminism(ast.parse(path.read_text(), rel))
+            if (rel, f) not in ALLOWED
+        ]
         if found:
             offenders[rel] = found
     assert offenders == {}, (
@@ -64,3 +75,8 @@ def test_the_scan_finds_each_kind_of_source() -> None:
 
 def test_every_module_listed_outside_exists() -> None:
     assert all((ZMESH / rel).exists() for rel in OUTSIDE)
+
+
+def test_every_allowed_finding_is_still_there() -> None:
+    for rel, finding in ALLOWED:
+        assert finding in sources_of_nondeterminism(ast.parse((ZMESH / rel).read_text())), rel
