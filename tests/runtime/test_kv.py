@@ -145,6 +145,8 @@ async def test_too_few_replicas_is_unavailable_and_bad_messages_are_refused(
         ("kv.batch", ["s", [["w", "no id", "k", ["w", 1, [], 1, False], None]]]),
         ("kv.batch", ["s", [["r", 4, "k", 7]]]),  # a hint that is not a node name
         ("kv.batch", ["s", [["a", 5]]]),
+        ("kv.batch", ["s", [["k", 0, "not a list of ops"]]]),
+        ("kv.batch", ["s", [["k", 0, [1, "not an op"]]]]),
         ("kv.batch", ["s", [["p", 6, "k", 1, "x", None, 2, 1.0]]]),  # deleted not a bool
         ("kv.batch", ["s", [["z", 7, "k"]]]),  # an unknown kind
         ("kv.batch", ["s", [["s", 0, "not a list of digests"]]]),

@@ -4,8 +4,9 @@ and answers for one node in one turn of the event loop travel as at most two
 at the end of the turn (a pipelined client sends a few envelopes, not one per
 operation per replica). The items:
 
-- ``["w", op, key, sibling, hint_for]``: apply a write; answered ``["a", op, True]``
-  unless `op` is 0 (nobody waits for it);
+- ``["w", op, key, sibling, hint_for]``: apply a write; acknowledged unless `op` is 0
+  (nobody waits for it), by ``["k", 0, [op, ...]]``: the writes of one batch
+  acknowledged together, in one item after the batch's other answers;
 - ``["r", op, key, hint_for]``: read a replica; answered with its sibling set;
 - ``["p", op, key, value, deleted, context, w, timeout]``: a put for the coordinator
   (the first target of the key), answered with the acknowledgement count or, if the
@@ -93,6 +94,7 @@ def on_batch(sender: str, kv: KV, body: Any) -> None:
         raise DataError(f"kv.batch from {sender} is [store, items], got {body!r}")
     v = kv.vnodes
     waiting = kv.fanout.waiting
+    acks = []
     for item in body[0]:
         try:
             # Writes and answers, nearly every item of a busy store, are handled here
@@ -108,16 +110,26 @@ def on_batch(sender: str, kv: KV, body: Any) -> None:
                         check_hint(hint_for)
                     v.apply(key, decode_sibling(item[3]), hint_for)
                     if item[1]:
-                        kv.outbox.add(sender, ["a", item[1], True])
+                        acks.append(item[1])
                     continue
                 if size == 3 and item[0] == "a" and type(item[1]) is int:
                     g = waiting.get(item[1])
                     if g is not None:
                         g.add(sender, item[2])
                     continue
+                if size == 3 and item[0] == "k" and type(item[2]) is list:
+                    for op in item[2]:
+                        if type(op) is not int:
+                            raise DataError(f"an acknowledged op is an int, got {op!r}")
+                        g = waiting.get(op)
+                        if g is not None:
+                            g.add(sender, True)
+                    continue
             _on_item(kv, sender, item)
         except DataError as exc:
             v.refuse(f"kv.batch item from {sender}: {exc}")
+    if acks:
+        kv.outbox.add(sender, ["k", 0, acks])
 
 
 def _on_item(kv: KV, sender: str, item: Any) -> None:
@@ -129,6 +141,8 @@ def _on_item(kv: KV, sender: str, item: Any) -> None:
         raise DataError(f"a write is ['w', op, key, sibling, hint_for], got {item!r}")
     elif kind == "a":
         raise DataError(f"an answer is ['a', op, answer], got {item!r}")
+    elif kind == "k":
+        raise DataError(f"acknowledgements are ['k', 0, [op, ...]], got {item!r}")
     elif kind == "r":
         if len(item) != 4:
             raise DataError(f"a read is ['r', op, key, hint_for], got {item!r}")
