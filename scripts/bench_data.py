@@ -13,7 +13,10 @@ asserted.
   from n1 to a dict server on n2 (the baseline, alternated in the same run); then
   puts pipelined from all five nodes (`--window` in flight per node) against calls
   pipelined the same way to the one dict server;
-- the stop of the five nodes at the end, every store leaving gracefully at once.
+- the stop of the five nodes at the end, every store leaving gracefully at once;
+- with `--only leave`: `--pipelined` puts, then one node's store closes (a graceful
+  leave): the close, the time until the other four are done with it (their ownership
+  passes), and how many partition pushes those passes made.
 
 With `--os`, the latency figures again with four `zmesh join` OS processes
 (`--app zmesh_test_app:data_app`) and this process's node as the fifth: the map put ->
@@ -24,7 +27,7 @@ node alone.
 
     python scripts/bench_data.py [--puts 2000] [--divergent 10000] [--ops 2000]
                                  [--pipelined 20000] [--window 100] [--os] [--uvloop]
-                                 [--only map|heal|kv]
+                                 [--only map|heal|kv|leave]
 """
 
 from __future__ import annotations
@@ -305,6 +308,8 @@ async def main() -> None:
             await map_heal(c, ARGS.divergent)
         if ARGS.only in (None, "kv"):
             await kv_latency(c, ARGS.ops)
+        if ARGS.only == "leave":
+            await kv_leave(c)
     finally:
         keys = sum(len(t) for node in c for s in node_stores(node) for t in s.vnodes.data.values())
         loop = asyncio.get_running_loop()
@@ -314,6 +319,32 @@ async def main() -> None:
             f"stop of the 5 nodes (every store left gracefully, {keys} KV replicas held): "
             f"{loop.time() - start:.3f} s"
         )
+
+
+async def kv_leave(c: Cluster) -> None:
+    stores = [await node.kv_open("leave", n=3) for node in c]
+    await wait_until(lambda: all(len(s.members()) == 5 for s in stores), 10)
+    total, ids = ARGS.pipelined, itertools.count()
+
+    async def worker(store: zmesh.KV) -> None:
+        while (i := next(ids)) < total:
+            await store.put(f"p{i}", i, w=2)
+
+    await asyncio.gather(*(worker(stores[i % 5]) for i in range(ARGS.window * 5)))
+    *rest, leaver = stores
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await leaver.close()
+    closed = loop.time()
+    await wait_until(lambda: all(len(s.members()) == 4 for s in rest), 10)
+    while any(s.vnodes.tasks for s in rest):
+        await asyncio.sleep(0.001)
+    settled = loop.time()
+    pushes = sum(s.vnodes.counters["handoffs_out"] for s in rest)
+    print(
+        f"KV leave of 1 of 5 nodes ({total} keys): close {closed - start:.3f} s, the other "
+        f"four done {settled - start:.3f} s, their partition pushes {pushes}"
+    )
 
 
 def node_stores(node: zmesh.Node) -> list[zmesh.KV]:
@@ -329,7 +360,7 @@ if __name__ == "__main__":
     parser.add_argument("--pipelined", type=int, default=20000)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--os", action="store_true", help="zmesh join processes")
-    parser.add_argument("--only", choices=["map", "heal", "kv"], help="one part alone")
+    parser.add_argument("--only", choices=["map", "heal", "kv", "leave"], help="one part alone")
     parser.add_argument("--uvloop", action="store_true")
     ARGS = parser.parse_args()
     where = "4 zmesh join processes + this one" if ARGS.os else "5 nodes in one process"
