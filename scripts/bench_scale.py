@@ -5,12 +5,13 @@ For each N:
 - launch: node 0 starts, then N-1 nodes are launched at once, each seeded with node 0;
   "all up" is when every process has printed its address, "full mesh" when every node
   has logged N-1 peers up (read from each node's own log, so no extra node is involved).
-- idle CPU: after `--settle` seconds, the CPU time (user + system, every thread, from
-  /proc/PID/stat) that all N processes used over `--window` seconds, as a percentage of
-  one core; and each process's resident memory (VmRSS). The raw baseline in the same run
-  is a full mesh of N plain pyzmq processes (a ROUTER each and a DEALER to every other,
-  with ZeroMQ heartbeats at the same interval and timeout as zmesh's defaults, blocked
-  in a receive): the floor of keeping N nodes connected and watched.
+- idle CPU: after `--settle` seconds, the CPU time (every thread, the scheduler's
+  nanosecond count from /proc/PID/task/*/schedstat) that all N processes used over
+  `--window` seconds, as a percentage of one core; and each process's resident memory
+  (VmRSS). The raw baseline in the same run is a full mesh of N plain pyzmq processes
+  (a ROUTER each and a DEALER to every other, with ZeroMQ heartbeats at the same
+  interval and timeout as zmesh's defaults, blocked in a receive): the floor of
+  keeping N nodes connected and watched.
 - wake-up cost, printed first: the CPU time a bare asyncio process that only sleeps one
   `tick` at a time uses per wake-up. On a VM, waking an idle vCPU costs milliseconds of
   the woken process's time, so an idle figure counts wake-ups more than work.
@@ -53,8 +54,8 @@ COOKIE = "bench-scale"
 SERVICE = "zmesh_test_app:DistributedCounter"
 ME = "bench"
 UP = re.compile(r"node (\S+) up \(")
-TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 # The raw baseline: one node of a plain pyzmq full mesh with zmesh's ZMTP heartbeats.
 RAW_NODE = """
 import sys, zmq
@@ -90,7 +91,22 @@ asyncio.run(main())
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` (all its threads), seconds."""
+    """CPU time of process `pid`, all its threads, seconds: the scheduler's own count in
+    nanoseconds (/proc/PID/task/TID/schedstat), not /proc/PID/stat's utime + stime in
+    10 ms clock ticks, which rounds an idle node's 10 s to 0, 10 or 20 ms."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return total / 1e9
+
+
+def tick_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` from /proc/PID/stat (10 ms clock ticks): the figure `top` and
+    `ps` show, printed beside the scheduler's for comparison with older runs."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -101,17 +117,20 @@ def rss_mib(pid: int) -> float:
         return int(f.read().split()[1]) * PAGE / 2**20
 
 
-def idle_cpu(pids: list[int], window: float) -> float:
-    """Percent of one core that `pids` used together over `window` seconds."""
-    before = sum(cpu_seconds(p) for p in pids)
+def idle_cpu(pids: list[int], window: float) -> tuple[float, float]:
+    """Percent of one core that `pids` used together over `window` seconds: by the
+    scheduler's count, and by /proc/PID/stat's clock ticks."""
+    before = sum(cpu_seconds(p) for p in pids), sum(tick_cpu_seconds(p) for p in pids)
     start = time.perf_counter()
     time.sleep(window)
-    used = sum(cpu_seconds(p) for p in pids) - before
-    return 100.0 * used / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    after = sum(cpu_seconds(p) for p in pids), sum(tick_cpu_seconds(p) for p in pids)
+    return 100.0 * (after[0] - before[0]) / elapsed, 100.0 * (after[1] - before[1]) / elapsed
 
 
-def raw_idle(n: int, settle: float, window: float) -> float:
-    """Idle CPU (percent of one core) of a raw pyzmq full mesh of `n` processes."""
+def raw_idle(n: int, settle: float, window: float) -> tuple[float, float]:
+    """Idle CPU (percent of one core, as `idle_cpu`) of a raw pyzmq full mesh of `n`
+    processes."""
     cfg = zmesh.NodeConfig()
     ivl, down = int(cfg.tick * 1000), int(cfg.down_after * 1000)
     argv = [sys.executable, "-c", RAW_NODE, str(ivl), str(down - ivl), str(down + ivl)]
@@ -146,7 +165,7 @@ def wake_cost(period: float, settle: float, window: float) -> float:
         assert proc.stdout is not None
         proc.stdout.readline()
         time.sleep(settle)
-        return idle_cpu([proc.pid], window) / 100 * period * 1000
+        return idle_cpu([proc.pid], window)[0] / 100 * period * 1000
     finally:
         proc.kill()
         proc.wait(10)
@@ -309,19 +328,22 @@ def main() -> None:
     )
     print(
         f"{'N':>3} {'all up':>8} {'mesh':>8} {'idle CPU':>9} {'raw':>6} {'ratio':>6} "
-        f"{'per node':>9} {'RSS MiB':>8} {'register->seen ms':>18} {'failover ms':>12}"
+        f"{'per node':>9} {'(ticks':>7} {'raw)':>6} {'RSS MiB':>8} {'register->seen ms':>18} "
+        f"{'failover ms':>12}"
     )
     for n in sizes:
         r = measure(n, args)
-        ratio = f"{r['cpu'] / r['raw']:5.1f}x" if r["raw"] > 0 else "    -"
+        (cpu, cpu_ticks), (raw, raw_ticks) = r["cpu"], r["raw"]
+        ratio = f"{cpu / raw:5.1f}x" if raw > 0 else "    -"
         print(
-            f"{n:>3} {r['all_up']:7.1f}s {r['mesh']:7.1f}s {r['cpu']:8.1f}% {r['raw']:5.1f}% "
-            f"{ratio} {r['cpu'] / n:8.2f}% {statistics.median(r['rss']):8.1f} "
-            f"{ms(r['registry']):>18} {ms(r['failover']):>12}",
+            f"{n:>3} {r['all_up']:7.1f}s {r['mesh']:7.1f}s {cpu:8.1f}% {raw:5.1f}% "
+            f"{ratio} {cpu / n:8.2f}% {cpu_ticks:6.1f}% {raw_ticks:5.1f}% "
+            f"{statistics.median(r['rss']):8.1f} {ms(r['registry']):>18} {ms(r['failover']):>12}",
             flush=True,
         )
     print(
-        "median (max) over rounds; idle CPU in % of one core, summed over the N processes; "
+        "median (max) over rounds; idle CPU in % of one core, summed over the N processes, "
+        "by the scheduler's count (ticks: by /proc/PID/stat's clock ticks, as top shows); "
         "raw: a plain pyzmq full mesh with the same ZeroMQ heartbeats"
     )
 

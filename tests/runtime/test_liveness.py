@@ -50,7 +50,7 @@ async def test_with_liveness_heartbeat_an_idle_link_carries_one_each_tick() -> N
 
 async def test_a_peer_whose_loop_is_stuck_is_down_after_stall_after_not_down_after() -> None:
     """`dist.pause()` stops a node above its sockets: ZeroMQ still answers PINGs, so only
-    the node heartbeats (one per stall_after / 3 on an idle link) can find it."""
+    the node heartbeats (one per stall_after / 2 on an idle link) can find it."""
     config = NodeConfig(tick=0.1, down_after=0.5, stall_after=2.0)
     async with Node("watch", cookie=COOKIE, config=config) as watch:
         stuck = Node("stuck", cookie=COOKIE, config=config)

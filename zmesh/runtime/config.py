@@ -25,7 +25,7 @@ class NodeConfig:
     #: How a silent peer is found. "zmtp": ZeroMQ's own heartbeats (a PING every `tick`
     #: from libzmq's I/O thread, no Python wake-up) close a connection left unanswered
     #: for `down_after` - `tick`, and the socket monitor reports the peer down at once;
-    #: the node itself only sends a heartbeat on a link idle for `stall_after` / 3, so an
+    #: the node itself only sends a heartbeat on a link idle for `stall_after` / 2, so an
     #: idle node does next to no work. "heartbeat": a node heartbeat to every peer each
     #: `tick`, down after `down_after` of silence: it also catches a peer whose sockets
     #: answer while its event loop does not, at one Python wake-up per peer per tick.
