@@ -215,3 +215,12 @@ async def test_a_process_page_is_bounded_in_bytes_and_a_bad_start_is_refused() -
         for bad in (-1, "0", None, 1.5):
             with pytest.raises(TypeError, match="index"):
                 process_page(node, bad, 1000)
+
+
+async def test_without_a_metrics_port_calls_are_not_timed() -> None:
+    # Only the metrics endpoint reads call latency; nothing else pays for it.
+    async with Node("m", cookie=COOKIE) as a:
+        box = await a.start(Box)
+        assert await a.call(box, "local") == "local"
+        assert a._inspector is not None
+        assert sum(a._inspector.call_histogram.counts) == 0

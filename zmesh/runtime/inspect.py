@@ -83,8 +83,10 @@ class Inspector:
         if node._dist is not None:
             budget = node.config.max_message_size // 2
             node._dist.handle("processes", lambda sender, body: process_page(node, body, budget))
-        node._call_latency = self.call_histogram
         if node.config.metrics_port is not None:
+            # Only the metrics endpoint reads call latency: without it, calls do not pay
+            # for timing themselves (0.2 us of a 6 us local call).
+            node._call_latency = self.call_histogram
             from zmesh.runtime.metrics import serve_metrics
 
             try:
