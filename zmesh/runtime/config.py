@@ -15,8 +15,9 @@ class NodeConfig:
 
     #: Heartbeat interval (see `liveness`): a ZeroMQ PING on every outbound connection,
     #: or with liveness "heartbeat" a node heartbeat to every peer not otherwise sent to.
-    #: The node's own periodic work (this loop, `service_check`, the lag probe) wakes on
-    #: multiples of it (zmesh/core/ticks.py): an idle node wakes once a tick.
+    #: The node's own periodic work (its tick loop, `service_check`, the lag probe)
+    #: wakes on multiples of it (zmesh/core/ticks.py): with "zmtp" an idle node wakes
+    #: every other tick.
     tick: float = 1.5
     #: A peer silent for this long is declared down (a stopped or cut-off node): with
     #: the defaults between 1 s and 2.5 s after it stopped. `down_after - tick` is how
@@ -85,7 +86,7 @@ class NodeConfig:
     #: How often each node re-checks service placement even without an event (a safety
     #: net: membership, registry and spec changes trigger it at once). A multiple of
     #: `tick`, so it wakes with the tick loop.
-    service_check: float = 1.5
+    service_check: float = 3.0
     #: How long a moving service's old instance gets to answer `handoff()` and stop.
     handoff_timeout: float = 5.0
     #: How long messages sent by name to a service that is moving or restarting are held

@@ -131,10 +131,10 @@ class Inspector:
         self.events[f"node_{event}"] += 1
 
     async def _probe(self) -> None:
-        """Once a `tick`, on the node's timer grid (with the tick loop: no wake-up of its
-        own), the loop is asked to wake; the lateness of the wake-up is the lag."""
+        """Every other `tick`, on the node's timer grid (with the tick loop: no wake-up
+        of its own), the loop is asked to wake; the lateness of the wake-up is the lag."""
         loop = asyncio.get_running_loop()
-        period = self.node.config.tick
+        period = 2 * self.node.config.tick
         while True:
             delay = until_next(loop.time(), period)
             due = loop.time() + delay

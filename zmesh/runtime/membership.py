@@ -278,33 +278,43 @@ class Membership:
         dist = self._dist
         loop = asyncio.get_running_loop()
         cfg = dist.config
-        polled = 0.0
+        beat_slot = -1
         while True:
-            period = min(cfg.tick, cfg.reconnect_base) if self._lost else cfg.tick
+            transport = dist._transport
+            zmtp = isinstance(transport, ZmqTransport) and transport.faults is None
+            if self._lost:
+                period = min(cfg.tick, cfg.reconnect_base)
+            else:
+                # With "zmtp" nothing here is due sooner than a stall or a handshake
+                # timeout: every other tick is enough.
+                period = 2 * cfg.tick if zmtp else cfg.tick
             await asyncio.sleep(until_next(loop.time(), period))
             if self.paused:
                 continue
-            transport = dist._transport
-            zmtp = isinstance(transport, ZmqTransport) and transport.faults is None
             silence, quiet = _heartbeat_times(cfg, zmtp)
             now = loop.time()
-            # The socket monitors wake the loop themselves; reading them here is a safety
-            # net for a missed wake-up, every tick at most and with "zmtp" every `quiet`
-            # (a wake-up spent on 15 idle monitors costs more than the rest of the tick).
-            poll = not zmtp or now - polled >= quiet
-            if poll:
-                polled = now
+            if zmtp:
+                # Node heartbeats (they only find a stuck event loop) go out together, on
+                # the ticks that cross a multiple of `quiet`, to every link idle for a
+                # tick: co-located nodes share the grid, so a node receives its peers'
+                # heartbeats in one burst, not one wake-up each. The socket monitors,
+                # which wake the loop themselves, are read then too (a safety net).
+                slot = int(now // quiet)
+                beat, beat_slot = slot != beat_slot, slot
+                idle_for = cfg.tick
+            else:
+                beat, idle_for = True, quiet
             for peer in list(dist.sessions.values()):
                 if not peer.up:
                     continue
-                if poll:
+                if beat:
                     peer.link.poll()
                     if not peer.up:
                         continue  # the monitor found its connection closed
                 if now - peer.last_seen > silence:
                     dist.counters["heartbeat_timeouts"] += 1
                     self.forget(peer, NOCONNECTION, retry=True)
-                elif now - peer.link.last_flush >= quiet:
+                elif beat and now - peer.link.last_flush >= idle_for:
                     dist.signal(peer, Kind.HEARTBEAT)
             dist._handshake.expire(now)
             if self._lost:
