@@ -21,7 +21,11 @@ For each N:
   then the time until the service answers by name from another node.
 
     python scripts/bench_scale.py [--sizes 4,16,32,64] [--window 10] [--settle 3]
-                                  [--rounds 3] [--no-registry] [--no-failover]
+                                  [--rounds 3] [--no-registry] [--no-failover] [--plain]
+
+The nodes run from the interpreter that runs this script, so its install is theirs: an
+editable install (`pip install -e .`) adds its import hook to every node's memory (about
+1 MiB in a 16-node cluster); `--plain` leaves out the test app the failover needs.
 """
 
 from __future__ import annotations
@@ -178,16 +182,19 @@ def peers_up(joined: Joined) -> set[str]:
     return {m.group(1) for line in list(joined.lines) for m in UP.finditer(line)}
 
 
-def launch(n: int, timeout: float) -> tuple[list[Joined], float, float]:
-    """N `zmesh join` nodes seeded with the first; (nodes, seconds until all printed their
+def launch(n: int, timeout: float, load: bool = True) -> tuple[list[Joined], float, float]:
+    """N `zmesh join` nodes seeded with the first (each loading the test app that holds
+    the failover's DistributedCounter if `load`); (nodes, seconds until all printed their
     address, seconds until every node logged all the others up), both from the launch."""
-    first = start_join("n0", COOKIE)
+    first = start_join("n0", COOKIE, load=load)
     nodes = [first]
     start = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=min(n, 32)) as pool:
             rest = pool.map(
-                lambda i: start_join(f"n{i}", COOKIE, "--seed", first.address, timeout=timeout),
+                lambda i: start_join(
+                    f"n{i}", COOKIE, "--seed", first.address, timeout=timeout, load=load
+                ),
                 range(1, n),
             )
             nodes.extend(rest)
@@ -288,7 +295,7 @@ async def in_cluster(nodes: list[Joined], args: argparse.Namespace) -> dict[str,
 
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    nodes, all_up, mesh = launch(n, args.timeout)
+    nodes, all_up, mesh = launch(n, args.timeout, load=not args.plain)
     try:
         time.sleep(args.settle)
         pids = [j.proc.pid for j in nodes]
@@ -316,7 +323,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="launch bound, seconds")
     parser.add_argument("--no-registry", dest="registry", action="store_false")
     parser.add_argument("--no-failover", dest="failover", action="store_false")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain `zmesh join` nodes, no test app loaded (implies --no-failover)",
+    )
     args = parser.parse_args()
+    if args.plain:
+        args.failover = False
     sizes = [int(s) for s in args.sizes.split(",")]
     cfg = zmesh.NodeConfig()
     print(f"scale, defaults: tick {cfg.tick} s, down after {cfg.down_after} s; "

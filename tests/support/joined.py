@@ -57,13 +57,14 @@ def start_join(
     timeout: float = 20.0,
     prefix: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    load: bool = True,
 ) -> Joined:
     """`zmesh join NAME --listen tcp://127.0.0.1:0 ...`, once it has printed its address.
     `prefix` runs it through a wrapper, e.g. `("ip", "netns", "exec", NS)`; `env` is
-    added to the environment."""
+    added to the environment; `load` adds `--load zmesh_test_app`."""
     cmd = [
         *prefix, sys.executable, "-m", "zmesh", "join", name,
-        "--listen", "tcp://127.0.0.1:0", "--load", "zmesh_test_app", *args,
+        "--listen", "tcp://127.0.0.1:0", *(("--load", "zmesh_test_app") if load else ()), *args,
     ]  # fmt: skip
     environ = {**os.environ, "ZMESH_COOKIE": cookie, **(env or {})}
     proc = subprocess.Popen(
