@@ -272,9 +272,10 @@ class Membership:
     # -- timers ---------------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
-        """Heartbeats out, silent peers down, stale handshakes dropped: one timer per node,
-        waking once a `tick`, on the node's timer grid (a peer lost without a goodbye is
-        retried on time)."""
+        """Heartbeats out, silent peers down, stale handshakes dropped: one timer per node
+        on the node's timer grid, waking once a `tick` (every other tick with ZMTP
+        liveness while no peer is lost; a peer lost without a goodbye is retried on
+        time)."""
         dist = self._dist
         loop = asyncio.get_running_loop()
         cfg = dist.config
