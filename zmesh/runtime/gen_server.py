@@ -366,20 +366,11 @@ class CallRouter(Process):
         waiting); `via` is the node the reply came from (None: a local or plain message),
         see `call_done`."""
         entry = self._calls.pop(ref_id, None)
-        if entry is None:
-            return
-        server = entry[2]
-        if type(server) is not Pid:
-            server.callers -= 1  # type: ignore[union-attr]
-        elif via != server.node:  # a reply from the server's node ended its monitor there
-            self._forget(entry, via)
-        waiting = entry[0]
-        if not waiting.done():
-            waiting.set_result(value)
+        if entry is not None:
+            self.settle(entry, value, via)
 
     def settle(self, entry: _Call, value: object, via: str | None) -> None:
-        """Hand `value` to the call `entry`, taken out of the waiting calls (`answer`
-        inlines this: once per remote reply)."""
+        """Hand `value` to the call `entry`, taken out of the waiting calls."""
         server = entry[2]
         if type(server) is not Pid:
             server.callers -= 1  # type: ignore[union-attr]
