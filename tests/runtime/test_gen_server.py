@@ -232,3 +232,30 @@ async def test_remote_calls_leave_no_monitor_behind_on_either_node(two_nodes) ->
     router = a._call_router()
     a_cross = a._dist._signals._cross.get("b")  # a call leaves none on the caller's node
     assert not router.monitors and not router._calls and (a_cross is None or not a_cross.monitors)
+
+
+class PlainHooks(GenServer):
+    """Hooks that are plain functions: a value is the reply; a coroutine is awaited."""
+
+    def handle_call(self, request: Any, caller: zmesh.Caller) -> Any:
+        if request == "later":
+            return self.later()
+        if request == "defer":
+            self.reply(caller, "deferred")
+            return zmesh.NOREPLY
+        return request
+
+    async def later(self) -> str:
+        await asyncio.sleep(0)
+        return "awaited"
+
+
+async def test_plain_handle_call_replies_with_its_value_and_awaits_a_coroutine(
+    local_node: Node,
+) -> None:
+    pid = await local_node.start(PlainHooks)
+    for value in (None, True, 3, 2.5, "s", b"b", (1, 2), [1], {"k": 1}, {1}):
+        assert await local_node.call(pid, ("echo", value)) == ("echo", value)
+        assert await local_node.call(pid, value) == value
+    assert await local_node.call(pid, "later") == "awaited"
+    assert await local_node.call(pid, "defer") == "deferred"

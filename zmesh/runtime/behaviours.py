@@ -8,6 +8,7 @@ services.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from zmesh.runtime.dist import Distribution
     from zmesh.runtime.gen_server import GenServer
+    from zmesh.runtime.inspect import Histogram
     from zmesh.runtime.process import Process
     from zmesh.runtime.services import ServiceInfo, Services
     from zmesh.runtime.supervisor import ChildInfo, ChildSpec
@@ -35,6 +37,7 @@ class Behaviours:
     _loop: asyncio.AbstractEventLoop
     _svc: Services | None
     _calls: gen_server.CallRouter | None
+    _call_latency: Histogram | None
 
     if TYPE_CHECKING:
 
@@ -121,10 +124,28 @@ class Behaviours:
         """
         timeout = self.config.call_timeout if timeout is None else timeout
         router = self._calls
-        if type(target) is Pid and router is not None and router._exit_reason is None:
+        if (
+            type(target) is Pid
+            and router is not None
+            and router._exit_reason is None
+            and self._call_latency is None
+        ):
             # The usual case: the router's coroutine itself, one coroutine per call.
             return router.call(target, request, timeout)
+        if self._call_latency is not None:
+            return self._timed_call(target, request, timeout)
         return self._call(target, request, timeout)
+
+    async def _timed_call(self, target: Pid | str, request: Any, timeout: float) -> Any:
+        """`_call`, its latency observed in the call histogram (kept while /metrics is
+        served)."""
+        started = time.perf_counter()
+        try:
+            return await self._call(target, request, timeout)
+        finally:
+            latency = self._call_latency
+            if latency is not None:
+                latency.observe(time.perf_counter() - started)
 
     async def _call(self, target: Pid | str, request: Any, timeout: float) -> Any:
         svc = self._svc

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -53,6 +53,11 @@ class _NoReply:
 
 #: Return this from `handle_call` to reply later with `self.reply(caller, value)`.
 NOREPLY: Final = _NoReply()
+#: Types a plain (not async) `handle_call` returns that are surely not awaitable: they
+#: skip `asyncio.iscoroutine`, a Python call.
+_PLAIN_RESULTS: Final = frozenset(
+    (type(None), bool, int, float, str, bytes, tuple, list, dict, set, _NoReply)
+)
 
 
 class Caller(NamedTuple):
@@ -192,9 +197,15 @@ async def serve(
         node.send(starter, ("$gen_init", proc.pid, True, None))
     reason: object = NORMAL
     loop = node._loop
+    mailbox = proc._mailbox
+    if mailbox is None:
+        mailbox = proc._mailbox = deque()
+    # This node's call router (made by the first call, made again if it was killed): a
+    # reply to it is handed over here, without `reply`. Re-read after any other reply.
+    router = node._calls
+    router_pid = router.pid if router is not None else None
     try:
         while True:
-            mailbox = proc._mailbox
             if not mailbox:
                 # `proc.receive()` inlined (the server takes every message in order): one
                 # coroutine less per message. `deliver` wakes the waiter; a kill cancels.
@@ -204,30 +215,38 @@ async def serve(
             message = mailbox.popleft()
             if type(message) is tuple and len(message) == 3 and message[0] == CALL:
                 _, (caller_pid, ref), request = message
-                if (type(request) is str and request in _ENGINE_STRS) or (
-                    type(request) is tuple and request and request[0] in _ENGINE_TUPLES
-                ):
+                kind = type(request)
+                if kind is str:
+                    if request in _ENGINE_STRS:
+                        await _engine_request(server, request, caller_pid, ref)
+                        continue
+                elif kind is tuple and request and request[0] in _ENGINE_TUPLES:
                     await _engine_request(server, request, caller_pid, ref)
                     continue
-                result = server.handle_call(request, _new_caller(Caller, (caller_pid, ref)))
-                if type(result) is CoroutineType or asyncio.iscoroutine(result):
+                result: Any = server.handle_call(request, _new_caller(Caller, (caller_pid, ref)))
+                kind = type(result)
+                if kind is CoroutineType or (
+                    kind not in _PLAIN_RESULTS and asyncio.iscoroutine(result)
+                ):
                     result = await result
-                if result is not NOREPLY:
+                if result is NOREPLY:
+                    continue
+                if caller_pid is router_pid:
+                    # `reply` and `router.answer` inlined for the usual local call: made
+                    # to this very server (not forwarded), still waiting.
+                    entry = router._calls.pop(ref.id, None)  # type: ignore[union-attr]
+                    if entry is not None:
+                        if entry[2] is proc:
+                            proc.callers -= 1
+                            waiting = entry[0]
+                            if not waiting.done():
+                                waiting.set_result(result)
+                        else:
+                            router.settle(entry, result, None)  # type: ignore[union-attr]
+                else:
+                    reply(node, caller_pid, ref, result)
                     router = node._calls
-                    if router is not None and caller_pid is router.pid:
-                        # `reply` and `router.answer` inlined for the usual local call:
-                        # made to this very server (not forwarded), still waiting.
-                        entry = router._calls.pop(ref.id, None)
-                        if entry is not None:
-                            if entry[2] is proc:
-                                proc.callers -= 1
-                                waiting = entry[0]
-                                if not waiting.done():
-                                    waiting.set_result(result)
-                            else:
-                                router.settle(entry, result, None)
-                    else:
-                        reply(node, caller_pid, ref, result)
+                    router_pid = router.pid if router is not None else None
             elif type(message) is tuple and len(message) == 2 and message[0] == CAST:
                 await _maybe_await(server.handle_cast(message[1]))
             elif type(message) is Exit and message.reason != NORMAL and proc.trap_exit:
@@ -401,63 +420,53 @@ class CallRouter(Process):
         """Send `request` to the GenServer `target` and wait for its reply (see
         `Node.call` for what it raises)."""
         node = self.node
-        clock = self._clock
-        started = clock()
         ref = _new_ref(Ref)  # `node.make_ref()` inlined: half the cost, once per call
         _set_ref_node(ref, node.name)
         _set_ref_id(ref, ref_id := next(node._refs))
         _set_ref_creation(ref, node.creation)
-        try:
-            # `_send` inlined (a call less per call), with `local.deliver` for a plain
-            # server's process whose mailbox exists (it has taken a message).
-            server: Process | Pid
-            if target.node == node.name:
-                local = node._procs.get(target.id) if target.creation == node.creation else None
-                if local is None:
-                    raise _call_failed(target, NOPROC)
-                local.callers += 1  # the implicit monitor (see `server_exited`)
-                mailbox = local._mailbox
-                if mailbox is not None and type(local) is Process:
-                    mailbox.append((CALL, (self.pid, ref), request))
-                    local.received += 1
-                    wake = local._waiter
-                    if wake is not None:
-                        local._waiter = None
-                        if not wake.done():
-                            wake.set_result(True)
-                else:
-                    local.deliver((CALL, (self.pid, ref), request))
-                server = local
+        # `_send` inlined (a call less per call), with `local.deliver` for a plain
+        # server's process whose mailbox exists (it has taken a message).
+        server: Process | Pid
+        if target.node == node.name:
+            local = node._procs.get(target.id) if target.creation == node.creation else None
+            if local is None:
+                raise _call_failed(target, NOPROC)
+            local.callers += 1  # the implicit monitor (see `server_exited`)
+            mailbox = local._mailbox
+            if mailbox is not None and type(local) is Process:
+                mailbox.append((CALL, (self.pid, ref), request))
+                local.received += 1
+                wake = local._waiter
+                if wake is not None:
+                    local._waiter = None
+                    if not wake.done():
+                        wake.set_result(True)
             else:
-                dist = node._dist
-                failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
-                if failed is not None:
-                    raise _call_failed(target, failed)
-                server = target
-            waiting: asyncio.Future[Any] = _Future(loop=node._loop)
-            deadline = started + timeout
-            calls = self._calls
-            if not calls:
-                self._ordered = True
-            elif deadline < self._last_deadline:
-                self._ordered = False
-            calls[ref_id] = (waiting, deadline, server, timeout, ref)
-            self._last_deadline = deadline
-            if self._timer is None or deadline < self._timer_at:
-                self._arm(deadline)
-            try:
-                return await waiting
-            except BaseException:
-                # Cancelled while waiting: the call is abandoned, its monitor with it.
-                self._abandon(ref_id)
-                raise
-        finally:
-            latency = node._call_latency
-            if latency is not None:
-                # `Histogram.observe` inlined (a bisect and a sum): no call per call.
-                elapsed = clock() - started
-                latency.counts[bisect_left(latency.bounds, elapsed)] += 1
-                latency.sum += elapsed
+                local.deliver((CALL, (self.pid, ref), request))
+            server = local
+        else:
+            dist = node._dist
+            failed = dist.send_call(self.pid, ref, target, request) if dist else NOCONNECTION
+            if failed is not None:
+                raise _call_failed(target, failed)
+            server = target
+        waiting: asyncio.Future[Any] = _Future(loop=node._loop)
+        deadline = self._clock() + timeout
+        calls = self._calls
+        if not calls:
+            self._ordered = True
+        elif deadline < self._last_deadline:
+            self._ordered = False
+        calls[ref_id] = (waiting, deadline, server, timeout, ref)
+        self._last_deadline = deadline
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+        try:
+            return await waiting
+        except BaseException:
+            # Cancelled while waiting: the call is abandoned, its monitor with it.
+            self._abandon(ref_id)
+            raise
 
     def request(self, target: Pid, request: Any, timeout: float) -> asyncio.Future[Any]:
         """Send `request` to the GenServer `target` now; the future of its reply (OTP's
