@@ -5,7 +5,8 @@ pid, same stdio) with this module through `os.execv`, handing the options over i
 environment (never on the command line, where `ps` would show the cookie). A node that
 runs for days then holds only zmesh and what it loads: typer, click, pydantic and rich
 stayed with the parser (resident memory of an idle node in a 16-node cluster: 45.9 MiB
-before, 30.9 after; docs/benchmarks.md "Scale"). Nothing here imports typer.
+before, 30.9 after; docs/benchmarks.md "Scale"). Nothing here imports typer, and OpenSSL
+stays unloaded until something uses TLS (`lazy_tls`; about 4 MiB more).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from typing import Any, TypeVar
 import zmesh
 
 from .heap import release_when_settled
+from .lazy_tls import unmask_ssl
 from .logs import configure
 
 #: The environment variable that carries the parsed options to the runner.
 SPEC_ENV = "ZMESH_JOIN_SPEC"
+#: The runner's program: `main`, imported with `ssl` masked so that asyncio leaves
+#: OpenSSL unloaded until something uses TLS (see `lazy_tls`).
+BOOT = "import sys; sys.modules['ssl'] = None; from zmesh.cli.runner import main; main()"
 USAGE = 2
 T = TypeVar("T")
 
@@ -60,11 +65,12 @@ def exec_runner(spec: dict[str, Any]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     env = {**os.environ, SPEC_ENV: json.dumps(spec)}
-    os.execve(sys.executable, [sys.executable, "-m", "zmesh.cli.runner"], env)
+    os.execve(sys.executable, [sys.executable, "-c", BOOT], env)
 
 
 def main() -> None:
     """Run the node the environment's spec describes; exit with its status."""
+    unmask_ssl()  # before anything of the user's is imported
     spec = json.loads(os.environ.pop(SPEC_ENV))
     sys.path[0] = spec["path0"]  # --load finds what the parsing process would have found
     configure(spec["log_format"], spec["log_level"])

@@ -31,9 +31,27 @@ async def test_the_node_runs_in_the_started_process_without_the_cookie_on_its_co
     try:
         with open(f"/proc/{joined.proc.pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
-        assert b"zmesh.cli.runner" in argv  # the started pid is the running node
+        assert any(b"zmesh.cli.runner" in arg for arg in argv)  # the started pid runs the node
         assert not any(COOKIE.encode() in arg for arg in argv)
         async with Node("asker", cookie=COOKIE) as asker:
             assert await asker.connect(joined.address) == "quiet"  # --cookie won
+    finally:
+        assert joined.stop() == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_node_loads_openssl_only_when_something_uses_tls() -> None:
+    """asyncio imports `ssl` eagerly; the runner defers it (about 4 MiB resident), and
+    TLS through asyncio works once something imports it."""
+    joined = start_join("plain", COOKIE, "--load", "zmesh_probe_app", "--loop", "asyncio")
+    try:
+        async with Node("asker", cookie=COOKIE) as asker, asker.process() as me:
+            await asker.connect(joined.address)
+            await asker.spawn_remote("plain", "zmesh_probe_app:tls_state", me.pid)
+            assert await me.receive(timeout=10) == ("tls_state", False, False)
+            await asker.spawn_remote("plain", "zmesh_probe_app:tls_echo", me.pid)
+            assert await me.receive(timeout=10) == ("tls_echo", b"over tls\n", "TLSv1.3")
+            await asker.spawn_remote("plain", "zmesh_probe_app:tls_state", me.pid)
+            assert await me.receive(timeout=10) == ("tls_state", True, True)
     finally:
         assert joined.stop() == 0

@@ -9,11 +9,11 @@ or twice is refused. Every refusal has a reason, which the node counts.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 
 import msgpack
+
+from zmesh.core.mac import hmac_sha256, same_digest
 
 VERSION = 1
 TAG_BYTES = 32
@@ -25,13 +25,13 @@ MALFORMED, FORGED, STALE, REPLAYED = "malformed", "forged", "stale", "replayed"
 
 def gossip_key(cookie: bytes) -> bytes:
     """The announcement key: derived, so the cookie itself never keys two protocols."""
-    return hmac.new(cookie, b"zmesh gossip v1", hashlib.sha256).digest()
+    return hmac_sha256(cookie, b"zmesh gossip v1")
 
 
 def encode(key: bytes, name: str, address: str, now: float, nonce: bytes) -> bytes:
     """An announcement of `name` at `address`, stamped `now` (wall-clock seconds)."""
     body: bytes = msgpack.packb([VERSION, name, address, now, nonce])
-    return body + hmac.new(key, body, hashlib.sha256).digest()
+    return body + hmac_sha256(key, body)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Verifier:
         if not TAG_BYTES < len(packet) <= MAX_PACKET:
             return MALFORMED
         body, tag = packet[:-TAG_BYTES], packet[-TAG_BYTES:]
-        if not hmac.compare_digest(tag, hmac.new(self.key, body, hashlib.sha256).digest()):
+        if not same_digest(tag, hmac_sha256(self.key, body)):
             return FORGED
         try:
             version, name, address, stamp, nonce = msgpack.unpackb(body)

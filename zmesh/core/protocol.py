@@ -8,14 +8,13 @@ the cookie with an HMAC over a fresh nonce chosen by the other side.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from enum import IntEnum
 from typing import Any, Final
 
 import msgpack
 
 from zmesh.core.codec import Codec
+from zmesh.core.mac import hmac_sha256, same_digest
 from zmesh.errors import DecodeError
 
 #: 2: HELLO and CHALLENGE carry the sender's `hidden` flag. 3: CALL and CALL_REPLY
@@ -81,11 +80,11 @@ def proof(cookie: bytes, role: bytes, nonce: bytes, prover: str, verifier: str) 
     """HMAC-SHA256 proving knowledge of `cookie` for `nonce`, bound to both names and a role
     (so a proof can be neither replayed in the other direction nor to another node)."""
     msg = b"\x00".join((role, nonce, prover.encode(), verifier.encode()))
-    return hmac.new(cookie, msg, hashlib.sha256).digest()
+    return hmac_sha256(cookie, msg)
 
 
 def check_proof(expected: bytes, given: object) -> bool:
-    return isinstance(given, bytes) and hmac.compare_digest(expected, given)
+    return isinstance(given, bytes) and same_digest(expected, given)
 
 
 def frame(envelopes: list[bytes], seq: int) -> bytes:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import base64
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -23,7 +23,8 @@ def default_cookie() -> bytes:
         return read_cookie_file(path)
     except FileNotFoundError:
         pass
-    secret = secrets.token_urlsafe(24).encode()
+    # `secrets.token_urlsafe(24)`, without `secrets`, whose `hmac` maps OpenSSL (~4 MiB).
+    secret = base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another node created it first
