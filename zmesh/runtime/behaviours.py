@@ -8,7 +8,6 @@ services.py.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,13 +138,14 @@ class Behaviours:
     async def _timed_call(self, target: Pid | str, request: Any, timeout: float) -> Any:
         """`_call`, its latency observed in the call histogram (kept while /metrics is
         served)."""
-        started = time.perf_counter()
+        clock = self._loop.time
+        started = clock()
         try:
             return await self._call(target, request, timeout)
         finally:
             latency = self._call_latency
             if latency is not None:
-                latency.observe(time.perf_counter() - started)
+                latency.observe(clock() - started)
 
     async def _call(self, target: Pid | str, request: Any, timeout: float) -> Any:
         svc = self._svc
