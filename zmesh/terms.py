@@ -6,7 +6,7 @@ All are immutable and hashable, compare by value and survive the codec's round t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 # The exit-reason vocabulary (OTP's names). A crash reason is "<ExceptionType>: <message>".
 NORMAL: Final = "normal"
@@ -42,9 +42,11 @@ class Pid:
         return f"Pid({self.node!r}, {self.id}, {self.creation})"
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A unique reference (monitors, calls), unique per node incarnation."""
+class Ref(NamedTuple):
+    """A unique reference (monitors, calls), unique per node incarnation.
+
+    A named tuple: made (once per call, and per monitor), hashed and compared in C.
+    Like any tuple it also equals a plain `(node, id, creation)`."""
 
     node: str
     id: int
