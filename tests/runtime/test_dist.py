@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import zmesh_test_app as app
@@ -92,7 +93,10 @@ async def test_remote_exit_signal_kills_an_untrapping_process(two_nodes) -> None
         assert await watcher.receive(timeout=2) == Down(ref, pid, "killed")
 
 
-async def test_links_and_monitors_fire_noconnection_when_a_node_leaves() -> None:
+async def test_links_and_monitors_fire_noconnection_when_a_node_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="zmesh.dist")
     async with Node("stay", cookie=COOKIE, config=FAST) as stay, stay.process() as me:
         me.trap_exit = True
         leaving = Node("leave", cookie=COOKIE, config=FAST)
@@ -110,6 +114,9 @@ async def test_links_and_monitors_fire_noconnection_when_a_node_leaves() -> None
         assert got == {Down(ref, pid, "noconnection"), Exit(pid, "noconnection")}
         assert stay.nodes() == []
         assert events == [("down", "leave")]
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stay: ")]
+        assert "stay: node leave left" in said  # a goodbye reads as one in the log
+        assert not [line for line in said if "down" in line]
 
 
 async def test_a_leaving_node_closes_its_sockets_once_its_peers_answered_its_goodbye() -> None:

@@ -172,10 +172,12 @@ class Membership:
         notify: bool = True,
         keep_link: bool = False,
         retry: bool = False,
+        left: bool = False,
     ) -> None:
         """Drop a session: close its link, fire every link and monitor across it. With
         `retry` (lost without a goodbye), its address is retried forever with capped,
-        jittered backoff; a goodbye (BYE) ends the retrying."""
+        jittered backoff; a goodbye (BYE) ends the retrying. `left`: the peer said BYE,
+        which the log says (its links and monitors still fire with `reason`)."""
         dist = self._dist
         was_up = peer.up
         if retry and was_up and peer.address not in (dist.address, dist.advertised):
@@ -192,14 +194,19 @@ class Membership:
             dist._handshake.close_link(peer.link)
         if not was_up:
             return
-        log.info("%s: node %s down (%s)", dist.node.name, peer.name, reason)
+        if left:
+            log.info(
+                "%s: %snode %s left", dist.node.name, "hidden " if peer.hidden else "", peer.name
+            )
+        else:
+            log.info("%s: node %s down (%s)", dist.node.name, peer.name, reason)
         self._peer_lost.set()
         dist._signals.peer_lost(peer.name)
         dist._requests.peer_lost(peer.name)
         if notify:
             self._notify("down", peer)
 
-    def cut_off(self, peer: Peer, reason: object) -> None:
+    def cut_off(self, peer: Peer, reason: object, *, left: bool = False) -> None:
         """Drop a session the peer still holds (its key was revoked, or it said BYE and
         waits for ours): tell it with a BYE, which gets `_CUT_OFF_LINGER` to leave, so
         it sees us down at once instead of after `stall_after` (ZeroMQ still answers
@@ -207,7 +214,7 @@ class Membership:
         if peer.up:
             self._dist.emit(peer, Kind.BYE)
             peer.link.close(_CUT_OFF_LINGER)
-        self.forget(peer, reason)
+        self.forget(peer, reason, left=left)
 
     def _notify(self, event: str, peer: Peer) -> None:
         hidden = peer.hidden
@@ -267,7 +274,7 @@ class Membership:
                 self._byes_answered.set()
             return
         # Answer, so the leaver knows we read everything it sent before its goodbye.
-        self.cut_off(peer, NOCONNECTION)
+        self.cut_off(peer, NOCONNECTION, left=True)
 
     # -- timers ---------------------------------------------------------------------------------
 
