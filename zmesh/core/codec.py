@@ -14,7 +14,7 @@ from typing import Any, Final, cast
 import msgpack
 
 from zmesh.errors import DecodeError, EncodeError
-from zmesh.terms import Down, Exit, NameConflict, Pid, Ref
+from zmesh.terms import Down, Exit, NameConflict, Pid, Ref, new_pid
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,8 @@ _BASES: Final[tuple[type, ...]] = (bool, int, float, str, bytes, list, dict)
 # Exact types packed by a Packer without hooks (subclasses go through `default`).
 _SCALARS: Final = frozenset((bool, int, float, str, bytes))
 _SCALAR_PACKER: Final = msgpack.Packer(strict_types=True)
+#: `Ref(...)` without its generated `__new__`, for refs decoded by the thousand.
+_new_tuple: Final = tuple.__new__
 
 
 class Codec:
@@ -225,8 +227,8 @@ class Codec:
                 if type(node) is not str or type(num) is not int or type(creation) is not int:
                     raise DecodeError(f"malformed identifier in ext type {code}")
                 if code == EXT_REF:
-                    return Ref(node, num, creation)
-                pid = Pid(node, num, creation)
+                    return _new_tuple(Ref, (node, num, creation))
+                pid = new_pid(node, num, creation)
                 if len(self._pid_of) >= _CACHE_SIZE:
                     self._pid_of.clear()
                 self._pid_of[bytes(payload)] = pid

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from zmesh.core.advertise import check_advertise
@@ -33,7 +34,7 @@ from zmesh.runtime.environment import REAL, Environment
 from zmesh.runtime.inspect import Inspector, all_process_rows
 from zmesh.runtime.local_signals import Signals
 from zmesh.runtime.process import ExitProcess, Process
-from zmesh.terms import KILLED, NORMAL, SHUTDOWN, Pid, Ref, crash_reason
+from zmesh.terms import KILLED, NORMAL, SHUTDOWN, Pid, Ref, crash_reason, new_pid
 
 if TYPE_CHECKING:
     from zmesh.core.ring import HashRing
@@ -280,7 +281,7 @@ class Node(Signals, Behaviours, DataMixin):
         """
         proc = self._new_process()
         coro = fn(proc, *args)
-        if not asyncio.iscoroutine(coro):
+        if type(coro) is not CoroutineType and not asyncio.iscoroutine(coro):
             del self._procs[proc.pid.id]
             raise ConfigError(f"spawn needs an async function, got {fn!r}")
         task = self._loop.create_task(coro)
@@ -291,7 +292,7 @@ class Node(Signals, Behaviours, DataMixin):
     def _new_process(self, kind: type[Process] = Process) -> Process:
         if self._stopping:
             raise ZmeshError(f"node {self.name!r} is stopping")
-        pid = Pid(self.name, next(self._ids), self.creation)
+        pid = new_pid(self.name, next(self._ids), self.creation)
         proc = self._procs[pid.id] = kind(self, pid)
         return proc
 

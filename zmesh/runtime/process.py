@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zmesh.errors import ProcessExited, ReceiveTimeout
 from zmesh.terms import Down, Pid, Ref
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from zmesh.runtime.node import Node
 
 Match = Callable[[Any], bool] | type | tuple[type, ...]
+#: Made directly, not by `loop.create_future()`: a Python call less per wait.
+_Future: Final = asyncio.Future
 
 
 class Process:
@@ -93,8 +95,20 @@ class Process:
         if self._exit_reason is not None:
             raise ProcessExited(self._exit_reason)
         mailbox = self._mailbox
-        if match is None and mailbox:
-            return mailbox.popleft()  # the common case, without the set-up below
+        if match is None:
+            if mailbox:
+                return mailbox.popleft()  # the common case, without the set-up below
+            if timeout is None:
+                # The next message, however long it takes: no match, no timer.
+                try:
+                    while True:
+                        waiter = self._waiter = _Future(loop=self.node._loop)
+                        await waiter  # set by `deliver`; ProcessExited by `_abort_receive`
+                        mailbox = self._mailbox
+                        if mailbox:
+                            return mailbox.popleft()
+                finally:
+                    self._waiter = None
         if (match is not None and not callable(match)) or isinstance(match, type):
             kinds = match
             match = lambda m: isinstance(m, kinds)  # noqa: E731

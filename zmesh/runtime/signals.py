@@ -16,7 +16,7 @@ from zmesh.core.protocol import Kind, call_envelope, check_type, reply_envelope,
 from zmesh.errors import DecodeError
 from zmesh.runtime.gen_server import CALL, new_ref
 from zmesh.runtime.membership import Peer
-from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref, crash_reason
+from zmesh.terms import NOCONNECTION, NOPROC, Pid, Ref, crash_reason, new_pid
 
 if TYPE_CHECKING:
     from zmesh.runtime.dist import Distribution
@@ -282,14 +282,14 @@ class Signals:
         if caller is None:
             if len(cross.pids) >= _PID_CACHE:
                 cross.pids.clear()
-            caller = cross.pids[caller_id] = Pid(peer.name, caller_id, peer.creation)
+            caller = cross.pids[caller_id] = new_pid(peer.name, caller_id, peer.creation)
         ref = new_ref(peer.name, ref_id, peer.creation)
         node = self._node
         proc = node._procs.get(pid_id) if creation == node.creation else None
         if proc is None:
             if type(pid_id) is not int or type(creation) is not int:
                 raise TypeError(f"not a process id: {pid_id!r}, {creation!r}")
-            target = Pid(node.name, pid_id, creation)
+            target = new_pid(node.name, pid_id, creation)
             self._dist.emit(peer, Kind.DOWN, ref, caller, target, NOPROC)
             return
         try:
