@@ -13,7 +13,8 @@ from zmesh.testing import wait_until
 
 from ..conftest import COOKIE
 
-ZMTP = NodeConfig(tick=0.1, down_after=0.5)
+#: The node's stall-detector heartbeat on an idle link: every 30 s (stall_after / 2).
+ZMTP = NodeConfig(tick=0.1, down_after=0.5, stall_after=60.0)
 HEARTBEAT = NodeConfig(tick=0.1, down_after=0.5, liveness="heartbeat")
 
 
@@ -43,8 +44,7 @@ async def test_an_idle_zmtp_link_carries_no_node_heartbeats_and_stays_up() -> No
     # stuck event loop) goes out on an idle link once per `stall_after / 2`, when the
     # loop's clock crosses a multiple of it (7.5 s by default, 30 s here): one at most
     # lands in the window, where a heartbeat per tick would be ten.
-    quiet = NodeConfig(tick=0.1, down_after=0.5, stall_after=60.0)
-    assert await frames_while_idle(quiet, 10 * quiet.tick) <= 1
+    assert await frames_while_idle(ZMTP, 10 * ZMTP.tick) <= 1
 
 
 async def test_with_liveness_heartbeat_an_idle_link_carries_one_each_tick() -> None:
