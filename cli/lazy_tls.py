@@ -2,12 +2,12 @@
 
 asyncio imports `ssl` when it is imported, though only TLS connections use it, and a node
 makes none (CURVE is libsodium). The runner's process starts with `ssl` masked
-(`sys.modules["ssl"] = None`, see `runner.BOOT`), so the asyncio modules that keep it
-as a global see it as absent. `unmask_ssl` lifts the mask and puts a finder first on
-`sys.meta_path`: the first `import ssl` afterwards (an application's HTTPS client,
-uvloop) loads the real module and hands it to those asyncio modules, and re-runs
-`asyncio.sslproto`, whose module-level names depend on it. TLS through asyncio then
-works as in any process.
+(`sys.modules["ssl"] = None` unless it is already imported, see `runner.BOOT`), so the
+asyncio modules that keep it as a global see it as absent. `unmask_ssl` lifts the mask
+and puts a finder first on `sys.meta_path`: the first `import ssl` afterwards (an
+application's HTTPS client, uvloop) loads the real module and hands it to those asyncio
+modules, and re-runs `asyncio.sslproto`, whose module-level names depend on it. TLS
+through asyncio then works as in any process.
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ from .logs import configure
 #: The environment variable that carries the parsed options to the runner.
 SPEC_ENV = "ZMESH_JOIN_SPEC"
 #: The runner's program: `main`, imported with `ssl` masked so that asyncio leaves
-#: OpenSSL unloaded until something uses TLS (see `lazy_tls`).
-BOOT = "import sys; sys.modules['ssl'] = None; from zmesh.cli.runner import main; main()"
+#: OpenSSL unloaded until something uses TLS (see `lazy_tls`); unless something the
+#: interpreter ran first (a `.pth` file) has imported it already.
+BOOT = "import sys; sys.modules.setdefault('ssl', None); from zmesh.cli.runner import main; main()"
 USAGE = 2
 T = TypeVar("T")
 
