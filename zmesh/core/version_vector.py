@@ -149,7 +149,7 @@ class Siblings:
         coordinator keeps one counter per incarnation of its node).
         """
         sibling = Sibling(dot, tuple(sorted(context.items())), value)
-        items = self._items = dict(self._map())
+        items = self._items = self._map()  # the table itself, or one made for a lone write
         items[sibling.dot] = sibling
         self._prune()
         return sibling

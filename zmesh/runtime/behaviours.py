@@ -122,17 +122,12 @@ class Behaviours:
         not exist or its node is lost, CallError (a NoProc) if it exits during the call.
         """
         timeout = self.config.call_timeout if timeout is None else timeout
-        router = self._calls
-        if (
-            type(target) is Pid
-            and router is not None
-            and router._exit_reason is None
-            and self._call_latency is None
-        ):
-            # The usual case: the router's coroutine itself, one coroutine per call.
-            return router.call(target, request, timeout)
         if self._call_latency is not None:
             return self._timed_call(target, request, timeout)
+        router = self._calls
+        if type(target) is Pid and router is not None and router._exit_reason is None:
+            # The usual case: the router's coroutine itself, one coroutine per call.
+            return router.call(target, request, timeout)
         return self._call(target, request, timeout)
 
     async def _timed_call(self, target: Pid | str, request: Any, timeout: float) -> Any:

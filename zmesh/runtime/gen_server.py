@@ -17,15 +17,13 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from zmesh.errors import CallError, CallTimeout, NoProc, ProcessExited
-from zmesh.runtime.process import ExitProcess, Process
+from zmesh.runtime.process import ExitProcess, Process, _Future
 from zmesh.terms import NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit, Pid, Ref, crash_reason
 
 if TYPE_CHECKING:
     from zmesh.runtime.node import Node
 
 log = logging.getLogger("zmesh.gen_server")
-#: Made directly, not by `loop.create_future()`: a Python call less on asyncio's loop.
-_Future: Final = asyncio.Future
 
 CALL: Final = "$gen_call"
 CAST: Final = "$gen_cast"

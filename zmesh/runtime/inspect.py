@@ -136,8 +136,9 @@ class Inspector:
         loop = asyncio.get_running_loop()
         period = 2 * self.node.config.tick
         while True:
-            delay = until_next(loop.time(), period)
-            due = loop.time() + delay
+            now = loop.time()
+            delay = until_next(now, period)
+            due = now + delay
             await asyncio.sleep(delay)
             self.lag = max(loop.time() - due, 0.0)
             self.lag_histogram.observe(self.lag)

@@ -25,7 +25,7 @@ class KVRouter:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.stores: dict[str, KV] = {}
-        self.counts: dict[str, int] = {}  # the last write count per store (see _next_dot)
+        self.counts: dict[str, int] = {}  # the last write count per store (see Writes.start)
         self._tasks: set[asyncio.Task[Any]] = set()
         dist = node._need_dist()
         for op, handler in (

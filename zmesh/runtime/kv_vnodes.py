@@ -122,7 +122,7 @@ class Vnodes:
             self.merge(key, Siblings.of(sibling), hint_for, part)
             return
         if part is None:
-            part = (hash_key(key) * self.partitions) >> 64
+            part = self.partition(key)
         table = self.data.get(part)
         if table is None:
             table = self.data[part] = {}

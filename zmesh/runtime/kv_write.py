@@ -116,7 +116,9 @@ class Writes:
         targets = v.targets(part)
         if context is None:
             context = v.local_context(key, part)
-        # The dot (see `_next_dot`), inline: every put runs it.
+        # The write's dot: one no write of this node's incarnation has used. The count
+        # lives in the router (it outlives a close and re-open) and passes any count of
+        # ours the context has seen.
         counts = self._counts
         n = counts.get(kv.name, 0)
         if context:
@@ -158,20 +160,6 @@ class Writes:
                 add(node, ["w", 0, key, wire, hint_for])
             g.keep_spare(list(plan.spare), write.ask, SPARE_AFTER)
         return write
-
-    def _next_dot(self, context: VersionVector) -> tuple[str, int]:
-        """A dot no write of this node's incarnation has used: the count lives in the
-        router (it outlives a close and re-open) and passes any count of ours the
-        context has seen. (`start` runs a copy of this inline.)"""
-        counts = self._counts
-        n = counts.get(self._kv.name, 0)
-        if context:
-            seen = context.get(self._writer, 0)
-            if seen > n:
-                n = seen
-        n += 1
-        counts[self._kv.name] = n
-        return (self._writer, n)
 
 
 def _wire_context(context: VersionVector | None) -> list[list[Any]] | None:
